@@ -1,0 +1,26 @@
+"""Shared fixtures. Docker-backed tests skip on a laptop without an engine, but fail in CI."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from validation import host
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> None:
+    """Require a ready Docker host: engine, buildx and arm64 execution."""
+    problems = [
+        f"{c.name}: {c.detail}"
+        for c in (host.check_engine(), host.check_buildx(), host.check_binfmt())
+        if not c.ok
+    ]
+    if problems:
+        message = "; ".join(problems) + " (run `nox -s prepare`)"
+        if IN_CI:
+            pytest.fail(f"CI=true and the Docker host is not ready: {message}", pytrace=False)
+        pytest.skip(f"Docker host not ready: {message}")

@@ -1,0 +1,65 @@
+"""Locks and the wheelhouse: parsed strictly, and no wheel enters a build unless the lock names its hash."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from validation import lock, profiles
+from validation.errors import GateError
+
+
+def test_committed_lock_is_complete_and_pinned() -> None:
+    profile = profiles.load()
+    locked = {package.name: package for package in lock.parse_lock(profile.lock_path)}
+    for requirement in ("torch", "monai", "monai-deploy-app-sdk", "setuptools", "wheel", "highdicom"):
+        assert requirement in locked, f"{requirement} missing from {profile.lock_path}"
+    # The lock must satisfy the profile's own pins, or acceptance would fail every image it builds.
+    for name, spec in profile.pins.items():
+        assert locked[name].version in spec, f"lock has {name}=={locked[name].version}, profile pins {spec}"
+    assert all(len(package.hashes) >= 1 for package in locked.values())
+
+
+def test_lock_without_hash_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "lock.txt"
+    bad.write_text("torch==2.10.0\n")
+    with pytest.raises(GateError, match="torch has no --hash"):
+        lock.parse_lock(bad)
+
+
+def test_lock_with_loose_requirement_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "lock.txt"
+    bad.write_text("torch>=2 --hash=sha256:" + "0" * 64 + "\n")
+    with pytest.raises(GateError, match="line 1"):
+        lock.parse_lock(bad)
+
+
+def test_missing_lock_says_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(GateError, match="nox -s lock"):
+        lock.parse_lock(tmp_path / "absent.txt")
+
+
+def _fake_lock(tmp_path: Path, content: bytes) -> tuple[Path, list[lock.LockedPackage]]:
+    path = tmp_path / "lock.txt"
+    path.write_text(f"demo==1.0 --hash=sha256:{hashlib.sha256(content).hexdigest()}\n")
+    return path, lock.parse_lock(path)
+
+
+def test_wheelhouse_refuses_a_wheel_not_in_the_lock(tmp_path: Path) -> None:
+    lock_path, locked = _fake_lock(tmp_path, b"the real wheel")
+    house = tmp_path / "wheels"
+    house.mkdir()
+    (house / "demo-1.0-py3-none-any.whl").write_bytes(b"a tampered wheel")
+    with pytest.raises(GateError, match=r"demo-1.0-py3-none-any.whl: sha256 .* is not in lock.txt"):
+        lock.verify_wheelhouse(house, locked, lock_path)
+
+
+def test_wheelhouse_reports_what_is_missing(tmp_path: Path) -> None:
+    lock_path, locked = _fake_lock(tmp_path, b"the real wheel")
+    house = tmp_path / "wheels"
+    house.mkdir()
+    assert lock.verify_wheelhouse(house, locked, lock_path) == locked
+    (house / "demo-1.0-py3-none-any.whl").write_bytes(b"the real wheel")
+    assert lock.verify_wheelhouse(house, locked, lock_path) == []

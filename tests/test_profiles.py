@@ -1,0 +1,100 @@
+"""Profiles: the shipped ones load; every broken field is named with its file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from validation import profiles
+from validation.errors import GateError
+
+BOOKWORM = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
+
+
+def test_shipped_profiles_load() -> None:
+    loaded = {name: profiles.load(name) for name in profiles.available()}
+    assert {"bookworm", "clara-agx-21.05"} <= set(loaded)
+    bookworm = loaded["bookworm"]
+    assert bookworm.platform == "linux/arm64" and bookworm.arch == "aarch64"
+    assert bookworm.install == "wheelhouse"
+    assert bookworm.base.reference.startswith("armgate/base:bookworm-")
+    assert "2.10.0" in bookworm.pins["torch"] and "2.11.0" not in bookworm.pins["torch"]
+    assert "57.4.0" in bookworm.pins["setuptools"] and "0.37.0" in bookworm.pins["wheel"]
+
+
+def test_clara_profile_is_the_seed() -> None:
+    clara = profiles.load("clara-agx-21.05")
+    assert clara.base.reference == "nvcr.io/nvidia/clara-agx/agx-pytorch:21.05-1.7-py3"
+    assert clara.install == "network"
+    assert clara.upgrade == ("setuptools==57.4.0", "wheel==0.37.0")
+    assert "1.7.1" in clara.pins["torch"] and "1.8.0" not in clara.pins["torch"]
+    assert "1.19.5" in clara.pins["numpy"]
+
+
+def test_recipe_hash_follows_the_recipe() -> None:
+    base = profiles.load().base
+    changed = profiles.Base(
+        base.kind, suite=base.suite, variant=base.variant, include=(*base.include, "curl")
+    )
+    assert changed.recipe_hash() != base.recipe_hash()
+    assert (
+        profiles.Base(
+            base.kind, suite=base.suite, variant=base.variant, include=tuple(reversed(base.include))
+        ).recipe_hash()
+        == base.recipe_hash()
+    )
+
+
+def test_unknown_profile_names_the_choices() -> None:
+    with pytest.raises(GateError, match=r"unknown profile 'nope'.*bookworm"):
+        profiles.load("nope")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t.replace('platform = "linux/arm64"', 'platform = "linux/s390x"'),
+            r"'profile.platform' is 'linux/s390x'",
+        ),
+        (lambda t: t.replace('kind = "debootstrap"', 'kind = "magic"'), r"'base.kind'"),
+        (lambda t: t.replace('torch = "==2.10.0"', 'torch = "=>2.10"'), r"'pins.torch'"),
+        (lambda t: t.replace('"numpy",', '"numpy>>1",'), r"'requirements.packages' item"),
+        (lambda t: t.replace('install = "wheelhouse"', "install = 3"), r"'requirements.install'"),
+        (lambda t: t.replace("[pins]", "[pinz]"), r"'pins' is missing"),
+        (lambda t: t.replace('suite = "bookworm"', 'suite = "bookworm'), r"not valid TOML"),
+    ],
+)
+def test_invalid_profile_names_file_and_field(tmp_path: Path, edit, message: str) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text(edit(BOOKWORM))
+    with pytest.raises(GateError, match=message) as error:
+        profiles.load(str(broken))
+    assert str(broken) in str(error.value)
+
+
+def test_image_placeholder_without_build_arg(tmp_path: Path) -> None:
+    text = (profiles.PROFILES_DIR / "clara-agx-21.05.toml").read_text()
+    broken = tmp_path / "clara.toml"
+    broken.write_text(text.replace(', AGX_PT_TAG = "21.05-1.7-py3"', ""))
+    with pytest.raises(GateError, match=r"base\.image"):
+        profiles.load(str(broken))
+
+
+def test_app_contract_matches_dockerfile() -> None:
+    """The entry point is data in container/app.toml; the Dockerfile must say the same."""
+    app = profiles.load_app()
+    dockerfile = (profiles.ROOT / "container" / "Dockerfile").read_text()
+    entry = next(line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT"))
+    assert entry == "ENTRYPOINT " + str(list(app.entrypoint)).replace("'", '"')
+    assert app.entrypoint == (
+        "python3",
+        "./__main__.py",
+        "-i",
+        "/input",
+        "-m",
+        "/model/model.ts",
+        "-o",
+        "/output",
+    )

@@ -1,0 +1,41 @@
+"""`python -m validation SUBCOMMAND ...`: one entry point for nox, CI and users.
+
+Every user-fixable problem is a GateError: printed as one line naming the file or resource
+and the fix, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from validation.errors import GateError
+
+# subcommand -> module whose `main(argv) -> int` runs it
+SUBCOMMANDS = {
+    "host": "validation.host_cli",
+    "lock": "validation.lock",
+    "build": "validation.build",
+    "compare": "validation.compare",
+    "acceptance": "validation.gate",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in SUBCOMMANDS:
+        print(f"usage: python -m validation {{{','.join(SUBCOMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[argv[0]])
+    try:
+        return module.main(argv[1:])
+    except GateError as error:
+        print(f"armgate: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("armgate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

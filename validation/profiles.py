@@ -1,0 +1,221 @@
+"""Target profiles: which base, which Python, which packages, and the pins acceptance asserts.
+
+A profile is a TOML file in container/profiles/. Loading validates every field so a typo
+fails here, with the file and the field named, and not twenty minutes into a build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from validation.errors import GateError
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = ROOT / "container" / "profiles"
+LOCKS_DIR = ROOT / "container" / "locks"
+APP_TOML = ROOT / "container" / "app.toml"
+DEFAULT_PROFILE = "bookworm"
+PLATFORM_ARCH = {"linux/arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Base:
+    kind: str  # "debootstrap" (made locally) or "image" (pulled from a registry)
+    suite: str = ""
+    variant: str = ""
+    include: tuple[str, ...] = ()
+    image: str = ""
+    build_args: dict[str, str] = field(default_factory=dict)
+
+    def recipe_hash(self) -> str:
+        """Changes exactly when the locally made base would come out different."""
+        recipe = {"suite": self.suite, "variant": self.variant, "include": sorted(self.include)}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def reference(self) -> str:
+        """The image name the app image is built FROM."""
+        if self.kind == "debootstrap":
+            return f"armgate/base:{self.suite}-{self.recipe_hash()}"
+        return self.image.format(**self.build_args)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    description: str
+    platform: str
+    python: str
+    base: Base
+    install: str  # "wheelhouse" (hermetic) or "network" (pip inside the build)
+    packages: tuple[str, ...]
+    upgrade: tuple[str, ...]
+    pins: dict[str, SpecifierSet]
+    pip_check_allow: tuple[str, ...]
+
+    @property
+    def arch(self) -> str:
+        return PLATFORM_ARCH[self.platform]
+
+    @property
+    def lock_path(self) -> Path:
+        return LOCKS_DIR / f"{self.name}-{self.arch}.txt"
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    source: Path
+    user: str
+    uid: int
+    entrypoint: tuple[str, ...]
+
+    @property
+    def install_dir(self) -> str:
+        return f"/opt/{self.name}"
+
+
+class _Fields:
+    """Reads typed fields from a TOML table, naming the file and field in every error."""
+
+    def __init__(self, path: Path, data: dict, prefix: str = "") -> None:
+        self.path, self.data, self.prefix = path, data, prefix
+
+    def _fail(self, key: str, problem: str) -> GateError:
+        return GateError(f"{self.path}: field '{self.prefix}{key}' {problem}")
+
+    def table(self, key: str, required: bool = True) -> _Fields:
+        value = self.data.get(key, None if required else {})
+        if not isinstance(value, dict):
+            raise self._fail(key, "is missing (expected a table)" if value is None else "must be a table")
+        return _Fields(self.path, value, f"{self.prefix}{key}.")
+
+    def str(self, key: str, choices: tuple[str, ...] = (), default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self._fail(key, "is missing" if value is None else "must be a non-empty string")
+        if choices and value not in choices:
+            raise self._fail(key, f"is {value!r}; expected one of: {', '.join(choices)}")
+        return value
+
+    def strings(self, key: str, required: bool = True) -> tuple[str, ...]:
+        value = self.data.get(key, None if required else [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self._fail(key, "is missing" if value is None else "must be a list of strings")
+        return tuple(value)
+
+    def int(self, key: str) -> int:
+        value = self.data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._fail(key, "must be an integer")
+        return value
+
+    def mapping(self, key: str, required: bool = True) -> dict[str, str]:
+        value = self.data.get(key, None if required else {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self._fail(key, "is missing" if value is None else "must be a table of strings")
+        return dict(value)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise GateError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+
+
+def available() -> list[str]:
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.toml"))
+
+
+def profile_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml":
+        if not candidate.is_file():
+            raise GateError(f"{candidate}: profile file not found")
+        return candidate
+    path = PROFILES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise GateError(
+            f"unknown profile '{name_or_path}' (no {path.relative_to(ROOT)}); "
+            f"choose one of: {', '.join(available())}"
+        )
+    return path
+
+
+def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
+    path = profile_path(name_or_path)
+    top = _Fields(path, _read_toml(path))
+    meta, base_fields, req, checks = (
+        top.table("profile"),
+        top.table("base"),
+        top.table("requirements"),
+        top.table("checks", required=False),
+    )
+    platform = meta.str("platform", choices=tuple(PLATFORM_ARCH))
+    kind = base_fields.str("kind", choices=("debootstrap", "image"))
+    if kind == "debootstrap":
+        base = Base(
+            kind,
+            suite=base_fields.str("suite"),
+            variant=base_fields.str("variant", default="minbase"),
+            include=base_fields.strings("include"),
+        )
+    else:
+        base = Base(kind, image=base_fields.str("image"), build_args=base_fields.mapping("build_args", False))
+        try:
+            base.reference  # noqa: B018 - fails on a placeholder without a build arg
+        except (KeyError, IndexError) as error:
+            raise GateError(
+                f"{path}: field 'base.image' uses {error} but base.build_args has no value for it"
+            ) from None
+    packages = req.strings("packages")
+    upgrade = req.strings("upgrade", required=False)
+    for index, spec in enumerate((*packages, *upgrade)):
+        try:
+            Requirement(spec)
+        except InvalidRequirement:
+            raise GateError(
+                f"{path}: field 'requirements.packages' item {index}: {spec!r} is not a requirement"
+            ) from None
+    pins = {}
+    for package, spec in top.mapping("pins").items():
+        try:
+            pins[package] = SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise GateError(f"{path}: field 'pins.{package}' = {spec!r} is not a version specifier") from None
+    return Profile(
+        name=path.stem,
+        path=path,
+        description=meta.str("description"),
+        platform=platform,
+        python=meta.str("python"),
+        base=base,
+        install=req.str("install", choices=("wheelhouse", "network")),
+        packages=packages,
+        upgrade=upgrade,
+        pins=pins,
+        pip_check_allow=checks.strings("pip_check_allow", required=False),
+    )
+
+
+def load_app(path: Path = APP_TOML) -> App:
+    fields = _Fields(path, _read_toml(path)).table("app")
+    source = ROOT / fields.str("source")
+    if not (source / "__main__.py").is_file():
+        raise GateError(f"{path}: field 'app.source' points to {source}, which has no __main__.py")
+    return App(
+        name=fields.str("name"),
+        source=source,
+        user=fields.str("user"),
+        uid=fields.int("uid"),
+        entrypoint=fields.strings("entrypoint"),
+    )
