@@ -1,0 +1,128 @@
+"""Command line entry: resolve -i/-m/-o as the SDK does, check them upfront, run the app, report one line.
+
+Exit codes: 0 success; 2 a problem the site can fix (the stderr line names the file or folder and the fix);
+1 an unexpected failure (one stderr line; ARMGATE_DEBUG=1 adds the traceback). stdout carries the progress
+log, stderr only the final error line. Environment: MONAI_INPUTPATH / MONAI_OUTPUTPATH / MONAI_MODELPATH /
+MONAI_WORKDIR as in the SDK; ARMGATE_NUM_THREADS (default 1: results are byte-identical run to run for a
+given thread count); ARMGATE_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+from app_config import MASK_FILE_NAME, SEG_FILE_NAME
+from input_checks import AppInputError, check_input_dir, check_output_dir, prepare_workdir, resolve_model_file
+
+PROGRAM = "multiorgan-seg"
+EXIT_INPUT_ERROR = 2
+EXIT_FAILURE = 1
+logger = logging.getLogger(PROGRAM)
+
+
+def thread_count() -> int:
+    value = os.environ.get("ARMGATE_NUM_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise AppInputError(
+            f"ARMGATE_NUM_THREADS={value!r} is not a positive integer; fix: unset it or use e.g. 1"
+        )
+    return int(value)
+
+
+def configure_torch(threads: int) -> None:
+    """Fixed thread count and deterministic kernels: same input, same bytes."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set once in this process
+        torch.set_num_interop_threads(1)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    except TypeError:  # torch < 1.11 has no warn_only
+        torch.use_deterministic_algorithms(True)
+
+
+def _remove_results(output_dir: Path) -> None:
+    """Drops earlier results first, so a run never leaves a stale seg.dcm beside a fresh mask."""
+    for name in (MASK_FILE_NAME, SEG_FILE_NAME):
+        path = output_dir / name
+        if path.exists():
+            path.unlink()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def run(argv: List[str]) -> None:
+    """Validates everything it can, then runs the SDK application; raises on any failure."""
+    from monai.deploy.cli.main import parse_args
+    from monai.deploy.core.app_context import AppContext
+
+    args = parse_args(argv, default_command="exec")
+    context = AppContext(vars(args))
+    input_dir = Path(context.input_path).absolute()
+    model_path = Path(context.model_path).absolute()
+    output_dir = Path(context.output_path).absolute()
+
+    dicom_files = check_input_dir(input_dir)
+    model_file = resolve_model_file(model_path)
+    check_output_dir(output_dir)
+    configure_torch(thread_count())
+    workdir, owns_workdir = prepare_workdir(context.workdir)
+
+    from seg_app import MultiOrganSegApp
+
+    _remove_results(output_dir)
+    try:
+        app = MultiOrganSegApp(input_dir, dicom_files)
+        app.run(
+            log_level=args.log_level,
+            input=str(input_dir),
+            output=str(output_dir),
+            model=str(model_file),
+            workdir=str(workdir),
+        )
+    except BaseException:
+        _remove_results(output_dir)
+        raise
+    finally:
+        if owns_workdir:
+            shutil.rmtree(str(workdir), ignore_errors=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the app; returns the exit code. Only the final error line goes to stderr."""
+    argv = list(sys.argv if argv is None else argv)
+    error_stream = sys.stderr
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="[%(levelname)s] (%(name)s) - %(message)s"
+    )
+    logging.captureWarnings(True)
+    # Library chatter written straight to stderr (warnings, prints) goes to the log on stdout instead.
+    sys.stderr = sys.stdout
+    try:
+        run(argv)
+        return 0
+    except AppInputError as error:
+        message, code = f"{PROGRAM}: error: {error}", EXIT_INPUT_ERROR
+    except Exception as error:
+        message = (
+            f"{PROGRAM}: error: the run failed ({type(error).__name__}: {error}); "
+            "rerun with ARMGATE_DEBUG=1 for the traceback"
+        )
+        code = EXIT_FAILURE
+    finally:
+        sys.stderr = error_stream
+    if os.environ.get("ARMGATE_DEBUG") == "1":
+        traceback.print_exc(file=error_stream)
+    sys.stdout.flush()
+    print(_one_line(message), file=error_stream, flush=True)
+    return code

@@ -1,0 +1,108 @@
+"""DICOM loading and series selection: the SDK operators, made strict and deterministic."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from input_checks import AppInputError
+from monai.deploy.core.domain.dicom_series import DICOMSeries
+from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
+from monai.deploy.core.domain.dicom_study import DICOMStudy
+from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
+from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
+from volume_geometry import check_series_geometry, is_axial
+
+logger = logging.getLogger(__name__)
+
+ORIENTATION_CHECKS: Dict[str, Callable[[Sequence[float]], bool]] = {"axial": is_axial}
+MAX_SERIES_LISTED = 5
+
+
+class VettedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
+    """Loads only the files input_checks vetted, in sorted order.
+
+    The SDK lists the folder itself in directory order and would choke on DICOMDIR or damaged files.
+    """
+
+    def __init__(self, dicom_files: Sequence[Path], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dicom_files = [str(path) for path in dicom_files]
+
+    def _list_files(self, path: Any, files: List[str]) -> None:
+        files.extend(self._dicom_files)
+
+
+def _orientation_of(series: DICOMSeries) -> str:
+    first = series.get_sop_instances()[0].get_native_sop_instance()
+    orientation = first.get("ImageOrientationPatient")
+    if not orientation:
+        return "no orientation"
+    return "axial" if is_axial([float(v) for v in orientation]) else "non-axial"
+
+
+def describe_series(series: DICOMSeries) -> str:
+    """One short phrase per series for error messages, e.g. "MR 'T2 ax' ['ORIGINAL', ...] 20 images axial"."""
+    first = series.get_sop_instances()[0].get_native_sop_instance()
+    image_type = list(first.get("ImageType", []) or [])
+    return (
+        f"{series.Modality or '?'} '{series.SeriesDescription or ''}' {image_type} "
+        f"{len(series.get_sop_instances())} images {_orientation_of(series)}"
+    )
+
+
+class CTAxialSeriesSelectorOperator(DICOMSeriesSelectorOperator):
+    """Selects exactly one CT axial series with the SDK's rule matching plus this app's orientation check.
+
+    Rules come from config/series_selection.json. All SDK matches are collected, those failing a
+    selection's "slice_orientation" are dropped, and the series with the most instances wins (ties: lowest
+    SeriesInstanceUID) so the choice does not depend on file order. No match is an AppInputError.
+    """
+
+    def __init__(self, rules: str, input_dir: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(rules, True, *args, **kwargs)
+        self._input_dir = input_dir
+
+    def filter(self, selection_rules: Any, dicom_study_list: List[DICOMStudy], all_matched: bool = False):
+        matches = super().filter(selection_rules, dicom_study_list, True)
+        wanted_orientation = {
+            str(selection.get("name", "")).strip(): selection.get("slice_orientation")
+            for selection in selection_rules.get("selections", [])
+        }
+        candidates: List[Tuple[DICOMStudy, SelectedSeries]] = []
+        for study_selected in matches:
+            for selected in study_selected.selected_series:
+                orientation = wanted_orientation.get(selected.selection_name)
+                if orientation and _orientation_of(selected.series) != orientation:
+                    continue
+                candidates.append((study_selected.study, selected))
+        if not candidates:
+            raise AppInputError(self._no_match_message(dicom_study_list))
+        study, chosen = min(
+            candidates,
+            key=lambda c: (-len(c[1].series.get_sop_instances()), str(c[1].series.SeriesInstanceUID)),
+        )
+        series = chosen.series
+        logger.info("Selected series %s: %s", series.SeriesInstanceUID, describe_series(series))
+        if len(candidates) > 1:
+            logger.warning(
+                "%d series matched the CT axial rules; using the one with most images", len(candidates)
+            )
+        check_series_geometry(
+            [instance.get_native_sop_instance() for instance in series.get_sop_instances()],
+            f"selected series {series.SeriesInstanceUID} in {self._input_dir}",
+        )
+        result = StudySelectedSeries(study)
+        result.add_selected_series(chosen)
+        return [result]
+
+    def _no_match_message(self, dicom_study_list: List[DICOMStudy]) -> str:
+        all_series = [series for study in dicom_study_list for series in study.get_all_series()]
+        found = "; ".join(describe_series(series) for series in all_series[:MAX_SERIES_LISTED])
+        if len(all_series) > MAX_SERIES_LISTED:
+            found += f"; and {len(all_series) - MAX_SERIES_LISTED} more"
+        return (
+            f"input folder {self._input_dir} has no CT axial series (found: {found}); "
+            "fix: supply a study with an axial CT series, or adapt app/config/series_selection.json"
+        )

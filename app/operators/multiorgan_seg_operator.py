@@ -1,0 +1,94 @@
+"""Multi-organ inference: the SDK's MonaiSegInferenceOperator with the BTCV/UNETR pre- and post-transforms."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+from app_config import HU_WINDOW, ROI_SIZE, SW_BATCH_SIZE, SW_OVERLAP, TARGET_SPACING_MM
+from monai.deploy.core import Image
+from monai.deploy.operators.monai_seg_inference_operator import InMemImageReader, MonaiSegInferenceOperator
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    Orientationd,
+    ScaleIntensityRanged,
+    Spacingd,
+)
+from monai.utils import MetaKeys, SpaceKeys
+from volume_geometry import ras_affine_from_metadata
+
+IMAGE_KEY = "image"
+PRED_KEY = "pred"
+
+
+class RasInMemImageReader(InMemImageReader):
+    """The SDK reader, with a correct RAS affine labelled as RAS.
+
+    SDK 0.5.1 hands MONAI the RAS-form affine but labels it LPS, so MONAI >= 1.2's Orientation("RAS")
+    would flip x and y; the model must see true RAS, as in training.
+    """
+
+    def _get_meta_dict(self, img: Image) -> Dict[str, Any]:
+        meta = super()._get_meta_dict(img)
+        affine = ras_affine_from_metadata(img.metadata())
+        meta[MetaKeys.ORIGINAL_AFFINE] = affine
+        meta[MetaKeys.AFFINE] = affine.copy()
+        meta[MetaKeys.SPACE] = SpaceKeys.RAS
+        return meta
+
+
+class MultiOrganSegOperator(MonaiSegInferenceOperator):
+    """Segments the 13 BTCV organs; the output Image is a uint8 label map on the input's (D, H, W) grid.
+
+    Pre: RAS orientation, 1.5 x 1.5 x 2.0 mm spacing (orientation first so the spacing is per R, A, S),
+    HU -175..250 -> 0..1 clipped, crop to the body. Sliding 96^3 windows. Post: softmax, argmax, and
+    Invertd back through crop, spacing (nearest) and orientation to the input's voxel grid.
+    """
+
+    def __init__(self) -> None:
+        # None for both transform chains: the base class then calls pre_process/post_process with its reader.
+        super().__init__(ROI_SIZE, None, None, overlap=SW_OVERLAP, sw_batch_size=SW_BATCH_SIZE)
+        self.input_dataset_key = IMAGE_KEY
+        self.pred_dataset_key = PRED_KEY
+
+    def _convert_dicom_metadata_datatype(self, metadata: Dict) -> Dict:
+        """Same conversion as the SDK's, without printing every metadata entry to the log."""
+        for key, convert in (
+            ("SeriesInstanceUID", str),
+            ("row_pixel_spacing", float),
+            ("col_pixel_spacing", float),
+        ):
+            if metadata.get(key) is not None:
+                metadata[key] = convert(metadata[key])
+        return metadata
+
+    def pre_process(self, data: InMemImageReader, *args: Any, **kwargs: Any) -> Compose:
+        reader = RasInMemImageReader(data.input_image)
+        low, high = HU_WINDOW
+        return Compose(
+            [
+                LoadImaged(keys=IMAGE_KEY, reader=reader),
+                EnsureChannelFirstd(keys=IMAGE_KEY),
+                Orientationd(keys=IMAGE_KEY, axcodes="RAS", labels=None),
+                Spacingd(keys=IMAGE_KEY, pixdim=TARGET_SPACING_MM, mode="bilinear"),
+                ScaleIntensityRanged(keys=IMAGE_KEY, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
+                CropForegroundd(keys=IMAGE_KEY, source_key=IMAGE_KEY, allow_smaller=True),
+                EnsureTyped(keys=IMAGE_KEY, dtype=np.float32),
+            ]
+        )
+
+    def post_process(self, data: Compose, *args: Any, **kwargs: Any) -> Compose:
+        return Compose(
+            [
+                Activationsd(keys=PRED_KEY, softmax=True),
+                AsDiscreted(keys=PRED_KEY, argmax=True),
+                Invertd(keys=PRED_KEY, transform=data, orig_keys=IMAGE_KEY, nearest_interp=True),
+            ]
+        )
