@@ -24,6 +24,7 @@ def test_default_profile_builds_hermetically_for_arm64(tmp_path: Path) -> None:
     args = _args("bookworm", tmp_path)
     assert args[args.index("--platform") + 1] == "linux/arm64"
     assert "--load" in args
+    assert args[args.index("--network") + 1] == "none"
     assert f"wheels={tmp_path}" in args and f"locks={profiles.LOCKS_DIR}" in args
     values = _build_args(args)
     assert values["INSTALL_MODE"] == "wheelhouse"

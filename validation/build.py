@@ -177,7 +177,9 @@ def buildx_args(
     else:
         build_args["PACKAGES"] = " ".join(profile.packages)
         build_args["UPGRADE"] = " ".join(profile.upgrade)
-    args = ["--platform", profile.platform, "--load", "--file", str(DOCKERFILE)]
+    # Hermetic profiles build with no network at all: a step that tries to download fails loudly.
+    network = "none" if profile.install == "wheelhouse" else "default"
+    args = ["--platform", profile.platform, "--load", "--network", network, "--file", str(DOCKERFILE)]
     args += ["--build-context", f"wheels={wheels}", "--build-context", f"locks={profile.lock_path.parent}"]
     for key, value in {**profile.base.build_args, **build_args}.items():
         args += ["--build-arg", f"{key}={value}"]
