@@ -1,0 +1,727 @@
+"""Compare an output label mask with a reference one: geometry, label sets, Dice, HD95, NSD, volumes.
+
+The definitions are MONAI's, so figures can be cross-checked with `monai.metrics`:
+
+- Dice = 2|A∩B| / (|A| + |B|)  (DiceMetric).
+- Surface (edge) voxels of a label = its voxels with at least one 6-neighbour outside the label
+  or outside the image (`get_mask_edges`: mask XOR binary_erosion with scipy's default cross).
+- Surface distances = for each edge voxel of one mask, the Euclidean distance in mm (voxel index x
+  spacing) to the nearest edge voxel of the other mask (`get_surface_distance`), as float32.
+- HD95 = max over both directions of the 95th percentile, linear interpolation
+  (HausdorffDistanceMetric(percentile=95)).
+- NSD = (#distances <= tolerance in both directions) / (#edge voxels of both)
+  (SurfaceDiceMetric, use_subvoxels=False).
+
+Edge cases, made explicit rather than NaN: a label absent from both masks is skipped; a label in
+only one mask scores Dice 0, NSD 0 and HD95 inf, and fails every metric check.
+
+Speed: the masks are scanned once for their labelled voxels; everything after (counts, overlap,
+edges, distances) works on those sparse voxels, and distances on edge voxels only, through one
+KD-tree per label, skipping edge voxels the two masks share (distance 0). No full-volume one-hot,
+erosion or distance transform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from validation.errors import GateError
+
+DEFAULT_NSD_TOLERANCE_MM = 2.0
+DEFAULT_AFFINE_ATOL_MM = 1e-3
+HAUSDORFF_PERCENTILE = 95.0
+# tolerance key -> meaning; evaluate() rejects any other key so a typo cannot disable a check
+TOLERANCE_KEYS = {
+    "dice_min": "lowest acceptable Dice per label",
+    "hd95_max_mm": "largest acceptable 95th-percentile Hausdorff distance per label, mm",
+    "nsd_min": "lowest acceptable normalised surface distance per label",
+    "nsd_tolerance_mm": "distance within which a surface voxel counts as matched for NSD, mm",
+    "volume_diff_max_pct": "largest acceptable |volume difference| per label, % of the reference",
+    "affine_atol_mm": "largest acceptable difference between the two affines, mm",
+}
+# metric short name -> LabelMetrics field, shared by the check names and the benchmark
+METRIC_FIELDS = {"dice": "dice", "hd95": "hd95_mm", "nsd": "nsd"}
+
+
+def _json_number(value: float | None) -> float | None:
+    """JSON has no inf/NaN: non-finite numbers become null."""
+    return value if value is None or math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class LabelMask:
+    """A label map with the affine that places its voxels in scanner space (mm)."""
+
+    path: str
+    labels: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing_mm(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, : self.labels.ndim], axis=0))
+
+
+def _integer_labels(data: np.ndarray, source: str) -> np.ndarray:
+    """Labels as a non-negative integer array; a float or negative map is a user error naming `source`."""
+    if data.dtype == bool:
+        return data.view(np.uint8)
+    if np.issubdtype(data.dtype, np.floating):
+        if np.isnan(data).any():
+            raise GateError(f"{source}: the mask contains NaN; a label mask holds integer label ids only")
+        fractional = data[data != np.round(data)]
+        if fractional.size:
+            raise GateError(
+                f"{source}: the mask holds non-integer values (e.g. {fractional.flat[0]:g}), not label ids; "
+                "threshold/argmax it and save it with an integer dtype such as uint8"
+            )
+        data = data.astype(np.min_scalar_type(int(data.max())) if data.size and data.min() >= 0 else np.int64)
+    elif not np.issubdtype(data.dtype, np.integer):
+        raise GateError(f"{source}: voxel type {data.dtype} is not an integer label type")
+    if data.size and data.min() < 0:
+        raise GateError(f"{source}: the mask holds negative values ({data.min()}); label ids must be >= 0")
+    return data
+
+
+def load_mask(path: str | Path) -> LabelMask:
+    """Read a 3D NIfTI label mask, rejecting what is not one (missing, not NIfTI, float, NaN, 4D)."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise GateError(f"{path}: no such file; pass a NIfTI label mask (.nii or .nii.gz)")
+    try:
+        image = nib.load(path)
+    except Exception as error:  # nibabel raises many types for unreadable input
+        raise GateError(
+            f"{path}: not a readable NIfTI image ({error}); pass a .nii or .nii.gz label mask"
+        ) from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise GateError(f"{path}: a {type(image).__name__}, not NIfTI; convert it to .nii.gz")
+    data = np.asanyarray(image.dataobj)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise GateError(f"{path}: shape {data.shape} is not a 3D label map; save one volume of label ids")
+    return LabelMask(str(path), _integer_labels(data, str(path)), np.asarray(image.affine, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Whether the two masks share one voxel grid, without which no voxelwise metric means anything."""
+
+    output_shape: tuple[int, ...]
+    reference_shape: tuple[int, ...]
+    max_affine_diff_mm: float | None  # None when the shapes already differ
+    affine_atol_mm: float
+
+    @property
+    def matches(self) -> bool:
+        return (
+            self.output_shape == self.reference_shape
+            and (self.max_affine_diff_mm or 0.0) <= self.affine_atol_mm
+        )
+
+    @property
+    def reason(self) -> str:
+        if self.output_shape != self.reference_shape:
+            return (
+                f"output shape {'x'.join(map(str, self.output_shape))} differs from the reference's "
+                f"{'x'.join(map(str, self.reference_shape))}: resample the output onto the reference grid"
+            )
+        if not self.matches:
+            return (
+                f"output affine differs from the reference's by up to {self.max_affine_diff_mm:.4g} mm "
+                f"(> {self.affine_atol_mm:g} mm): resample the output onto the reference grid"
+            )
+        shape = "x".join(map(str, self.output_shape))
+        return f"same grid: shape {shape}, affines within {self.affine_atol_mm:g} mm"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "matches": self.matches,
+            "output_shape": list(self.output_shape),
+            "reference_shape": list(self.reference_shape),
+            "max_affine_diff_mm": self.max_affine_diff_mm,
+            "affine_atol_mm": self.affine_atol_mm,
+            "reason": self.reason,
+        }
+
+
+def compare_geometry(output: LabelMask, reference: LabelMask, affine_atol_mm: float) -> Geometry:
+    shapes_equal = output.labels.shape == reference.labels.shape
+    diff = float(np.max(np.abs(output.affine - reference.affine))) if shapes_equal else None
+    return Geometry(output.labels.shape, reference.labels.shape, diff, affine_atol_mm)
+
+
+@dataclass(frozen=True)
+class LabelMetrics:
+    """Agreement of one label between output and reference (HD95 is inf when one mask lacks it)."""
+
+    label: int
+    name: str
+    output_voxels: int
+    reference_voxels: int
+    voxel_volume_ml: float
+    dice: float
+    hd95_mm: float
+    nsd: float
+
+    @property
+    def output_volume_ml(self) -> float:
+        return self.output_voxels * self.voxel_volume_ml
+
+    @property
+    def reference_volume_ml(self) -> float:
+        return self.reference_voxels * self.voxel_volume_ml
+
+    @property
+    def volume_diff_ml(self) -> float:
+        return self.output_volume_ml - self.reference_volume_ml
+
+    @property
+    def volume_diff_pct(self) -> float:
+        """Signed, relative to the reference; inf when the reference lacks the label."""
+        if self.reference_voxels == 0:
+            return math.inf
+        return 100.0 * (self.output_voxels - self.reference_voxels) / self.reference_voxels
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "name": self.name,
+            "dice": self.dice,
+            "hd95_mm": _json_number(self.hd95_mm),
+            "nsd": self.nsd,
+            "output_voxels": self.output_voxels,
+            "reference_voxels": self.reference_voxels,
+            "output_volume_ml": self.output_volume_ml,
+            "reference_volume_ml": self.reference_volume_ml,
+            "volume_diff_ml": self.volume_diff_ml,
+            "volume_diff_pct": _json_number(self.volume_diff_pct),
+        }
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    """Labels present in each mask (background 0 excluded) and the metrics of each present label."""
+
+    spacing_mm: tuple[float, ...]
+    output_labels: tuple[int, ...]
+    reference_labels: tuple[int, ...]
+    per_label: tuple[LabelMetrics, ...]
+
+
+@dataclass(frozen=True)
+class _Surfaces:
+    """One mask, sparse: voxel count per label and its edge voxels' flat indices grouped by label."""
+
+    flat: np.ndarray
+    labelled_index: np.ndarray  # flat indices of voxels with a label > 0, ascending
+    labelled_values: np.ndarray
+    counts: np.ndarray  # voxels per label id
+    edge_index: np.ndarray  # flat indices of edge voxels, grouped by label, ascending within a label
+    edge_starts: np.ndarray  # label l's edges are edge_index[edge_starts[l]:edge_starts[l + 1]]
+
+    def edges(self, label: int) -> np.ndarray:
+        if label + 1 >= self.edge_starts.size:
+            return self.edge_index[:0]
+        return self.edge_index[self.edge_starts[label] : self.edge_starts[label + 1]]
+
+
+def _surfaces(labels: np.ndarray, steps: Sequence[int], n_labels: int) -> _Surfaces:
+    """Find labelled voxels once, then their edges by comparing each with its 6 (2n) neighbours."""
+    flat = labels.ravel(order="K")
+    index = np.flatnonzero(flat != 0)
+    values = flat[index]
+    on_edge = np.zeros(index.size, dtype=bool)
+    for axis, step in enumerate(steps):
+        for offset in (step, -step):
+            # clip keeps indices in range; only voxels on the image's faces read a wrong (wrapped)
+            # neighbour, and those are edges anyway, flagged below
+            on_edge |= flat.take(index + offset, mode="clip") != values
+        size = labels.shape[axis]
+        faces = [(slice(None),) * axis + (end,) for end in (0, size - 1)]  # views; np.take would copy
+        if any(labels[face].any() for face in faces):
+            coordinate = (index // step) % size
+            on_edge |= (coordinate == 0) | (coordinate == size - 1)
+    edge_index, edge_values = index[on_edge], values[on_edge]
+    by_label = np.argsort(edge_values, kind="stable")
+    edge_starts = np.concatenate(([0], np.cumsum(np.bincount(edge_values, minlength=n_labels))))
+    return _Surfaces(
+        flat, index, values, np.bincount(values, minlength=n_labels), edge_index[by_label], edge_starts
+    )
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """How a flat index maps to a voxel position in mm, shared by both masks (same layout)."""
+
+    shape: tuple[int, ...]
+    steps: tuple[int, ...]  # flat-index distance between neighbours along each axis
+    spacing: np.ndarray
+
+    def coordinates_mm(self, flat_index: np.ndarray) -> np.ndarray:
+        coordinates = np.empty((flat_index.size, len(self.shape)), dtype=np.float64)
+        for axis, (size, step) in enumerate(zip(self.shape, self.steps, strict=True)):
+            coordinates[:, axis] = (flat_index // step) % size
+        return coordinates * self.spacing
+
+
+def _directed_distances(source: np.ndarray, target: np.ndarray, grid: _Grid) -> np.ndarray:
+    """Distance (mm, float32 like MONAI) from each source edge voxel to the nearest target edge voxel;
+    voxels on both surfaces are 0 without a tree query."""
+    distances = np.zeros(source.size, dtype=np.float32)
+    shared = target[np.minimum(np.searchsorted(target, source), target.size - 1)] == source
+    if not shared.all():
+        tree = cKDTree(grid.coordinates_mm(target), leafsize=32, balanced_tree=False)
+        distances[~shared] = tree.query(grid.coordinates_mm(source[~shared]), k=1, workers=1)[0]
+    return distances
+
+
+def _label_metrics(
+    label: int,
+    name: str,
+    voxels: tuple[int, int, int],
+    voxel_volume_ml: float,
+    distances: tuple[np.ndarray, np.ndarray] | None,
+    nsd_tolerance_mm: float,
+) -> LabelMetrics:
+    """Metrics of one label from its voxel counts (output, reference, overlap) and surface distances
+    (output->reference, reference->output; None when one mask lacks the label)."""
+    output_voxels, reference_voxels, overlap = voxels
+    if distances is None:
+        return LabelMetrics(label, name, output_voxels, reference_voxels, voxel_volume_ml, 0.0, math.inf, 0.0)
+    hd95 = max(float(np.percentile(d, HAUSDORFF_PERCENTILE)) for d in distances)
+    # float32 distances against a float32 tolerance, as MONAI's torch comparison does
+    tolerance = np.float32(nsd_tolerance_mm)
+    nsd = sum(np.count_nonzero(d <= tolerance) for d in distances) / sum(d.size for d in distances)
+    dice = 2.0 * overlap / (output_voxels + reference_voxels)
+    return LabelMetrics(label, name, output_voxels, reference_voxels, voxel_volume_ml, dice, hd95, nsd)
+
+
+def _same_layout(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays contiguous in one memory order and dtype, so one flat index addresses one voxel."""
+    order = "F" if output.flags.f_contiguous and not output.flags.c_contiguous else "C"
+    return np.asarray(output, order=order), np.asarray(reference, dtype=output.dtype, order=order)
+
+
+def label_name(label: int, names: Mapping[int, str] | None) -> str:
+    return (names or {}).get(label, str(label))
+
+
+def compare_arrays(
+    output: np.ndarray,
+    reference: np.ndarray,
+    spacing_mm: Sequence[float],
+    *,
+    names: Mapping[int, str] | None = None,
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+) -> LabelReport:
+    """Per-label metrics of two integer label maps on one grid (callers check the geometry first).
+
+    Work runs on a thread pool (numpy and the KD-tree release the GIL): the two masks' surfaces side
+    by side, then one job per label and direction, largest first."""
+    if output.shape != reference.shape:
+        raise ValueError(f"shapes differ: {output.shape} vs {reference.shape}")
+    if len(spacing_mm) != output.ndim:
+        raise ValueError(f"{len(spacing_mm)} spacings for a {output.ndim}D mask")
+    output, reference = _same_layout(output, reference)
+    grid = _Grid(
+        output.shape, tuple(s // output.itemsize for s in output.strides), np.asarray(spacing_mm, float)
+    )
+    n_labels = int(max(output.max(initial=0), reference.max(initial=0))) + 1
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        ours, theirs = pool.map(lambda labels: _surfaces(labels, grid.steps, n_labels), (output, reference))
+        agrees = theirs.flat[ours.labelled_index] == ours.labelled_values
+        overlap = np.bincount(ours.labelled_values[agrees], minlength=n_labels)
+        output_labels = tuple(int(label) for label in np.flatnonzero(ours.counts[1:]) + 1)
+        reference_labels = tuple(int(label) for label in np.flatnonzero(theirs.counts[1:]) + 1)
+        in_both = sorted(set(output_labels) & set(reference_labels))
+        jobs = [
+            (label, source, target)
+            for label in in_both
+            for source, target in ((ours, theirs), (theirs, ours))
+        ]
+        jobs.sort(key=lambda job: -job[1].edges(job[0]).size)
+        directed = pool.map(
+            lambda job: _directed_distances(job[1].edges(job[0]), job[2].edges(job[0]), grid), jobs
+        )
+        distances: dict[int, list[np.ndarray]] = {label: [np.empty(0)] * 2 for label in in_both}
+        for (label, source, _), values in zip(jobs, directed, strict=True):
+            distances[label][0 if source is ours else 1] = values
+    voxel_volume_ml = float(np.prod(grid.spacing)) / 1000.0
+    per_label = tuple(
+        _label_metrics(
+            label,
+            label_name(label, names),
+            (int(ours.counts[label]), int(theirs.counts[label]), int(overlap[label])),
+            voxel_volume_ml,
+            tuple(distances[label]) if label in distances else None,  # type: ignore[arg-type]
+            nsd_tolerance_mm,
+        )
+        for label in sorted(set(output_labels) | set(reference_labels))
+    )
+    return LabelReport(tuple(float(s) for s in spacing_mm), output_labels, reference_labels, per_label)
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    """Everything `compare` measured; `report` is None when the grids differ (no metrics computed)."""
+
+    output_path: str
+    reference_path: str
+    geometry: Geometry
+    nsd_tolerance_mm: float
+    report: LabelReport | None
+    expected_labels: tuple[int, ...] | None = None
+    names: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def per_label(self) -> tuple[LabelMetrics, ...]:
+        return self.report.per_label if self.report else ()
+
+    @property
+    def missing_labels(self) -> tuple[int, ...]:
+        """In the reference, not in the output."""
+        if not self.report:
+            return ()
+        return tuple(sorted(set(self.report.reference_labels) - set(self.report.output_labels)))
+
+    @property
+    def extra_labels(self) -> tuple[int, ...]:
+        """In the output, not in the reference."""
+        if not self.report:
+            return ()
+        return tuple(sorted(set(self.report.output_labels) - set(self.report.reference_labels)))
+
+    @property
+    def unexpected_labels(self) -> tuple[int, ...]:
+        """Present in either mask but outside the expected set (when one was given)."""
+        if not self.report or self.expected_labels is None:
+            return ()
+        present = set(self.report.output_labels) | set(self.report.reference_labels)
+        return tuple(sorted(present - set(self.expected_labels)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output_path,
+            "reference": self.reference_path,
+            "geometry": self.geometry.to_dict(),
+            "nsd_tolerance_mm": self.nsd_tolerance_mm,
+            "spacing_mm": list(self.report.spacing_mm) if self.report else None,
+            "expected_labels": None if self.expected_labels is None else list(self.expected_labels),
+            "output_labels": list(self.report.output_labels) if self.report else None,
+            "reference_labels": list(self.report.reference_labels) if self.report else None,
+            "missing_labels": list(self.missing_labels),
+            "extra_labels": list(self.extra_labels),
+            "unexpected_labels": list(self.unexpected_labels),
+            "per_label": [metrics.to_dict() for metrics in self.per_label],
+        }
+
+
+def compare_images(
+    output: LabelMask,
+    reference: LabelMask,
+    *,
+    labels: Iterable[int] | None = None,
+    names: Mapping[int, str] | None = None,
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    affine_atol_mm: float = DEFAULT_AFFINE_ATOL_MM,
+) -> ComparisonResult:
+    """Geometry first; per-label metrics only when both masks share one grid."""
+    geometry = compare_geometry(output, reference, affine_atol_mm)
+    report = None
+    if geometry.matches:
+        report = compare_arrays(
+            output.labels,
+            reference.labels,
+            reference.spacing_mm,
+            names=names,
+            nsd_tolerance_mm=nsd_tolerance_mm,
+        )
+    return ComparisonResult(
+        output.path,
+        reference.path,
+        geometry,
+        nsd_tolerance_mm,
+        report,
+        None if labels is None else tuple(sorted(set(labels))),
+        dict(names or {}),
+    )
+
+
+def compare_masks(
+    output_path: str | Path,
+    reference_path: str | Path,
+    *,
+    labels: Iterable[int] | None = None,
+    names: Mapping[int, str] | None = None,
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    affine_atol_mm: float = DEFAULT_AFFINE_ATOL_MM,
+) -> ComparisonResult:
+    """Load two NIfTI label masks (GateError on bad input) and compare them."""
+    with ThreadPoolExecutor(max_workers=2) as pool:  # gzip inflation releases the GIL
+        output, reference = pool.map(load_mask, (output_path, reference_path))
+    return compare_images(
+        output,
+        reference,
+        labels=labels,
+        names=names,
+        nsd_tolerance_mm=nsd_tolerance_mm,
+        affine_atol_mm=affine_atol_mm,
+    )
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One named pass/fail verdict; the acceptance gate turns each into a junit test case."""
+
+    name: str
+    passed: bool
+    value: Any
+    limit: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        value = _json_number(self.value) if isinstance(self.value, float) else self.value
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "value": value,
+            "limit": self.limit,
+            "reason": self.reason,
+        }
+
+
+def _labels_outcome(result: ComparisonResult) -> CheckOutcome:
+    def named(labels: Sequence[int]) -> str:
+        return ", ".join(label_name(label, result.names) for label in labels)
+
+    problems = [
+        f"{description}: {named(labels)}"
+        for description, labels in (
+            ("missing from the output", result.missing_labels),
+            ("extra in the output", result.extra_labels),
+            (f"outside the expected set {list(result.expected_labels or ())}", result.unexpected_labels),
+        )
+        if labels
+    ]
+    if result.report is None:
+        return CheckOutcome("labels", False, None, 0, "not computed: the geometry check failed")
+    count = len(result.missing_labels) + len(result.extra_labels) + len(result.unexpected_labels)
+    reason = "; ".join(problems) or f"same labels in both: {named(result.report.reference_labels) or 'none'}"
+    return CheckOutcome("labels", not problems, count, 0, reason)
+
+
+# check prefix -> (tolerance key, LabelMetrics attribute, whether the value must stay at least the limit)
+_METRIC_CHECKS = (
+    ("dice", "dice_min", "dice", True),
+    ("hd95", "hd95_max_mm", "hd95_mm", False),
+    ("nsd", "nsd_min", "nsd", True),
+    ("volume", "volume_diff_max_pct", "volume_diff_pct", False),
+)
+
+
+def _metric_outcome(
+    prefix: str, metrics: LabelMetrics, attribute: str, at_least: bool, limit: float
+) -> CheckOutcome:
+    value = getattr(metrics, attribute)
+    measured = abs(value) if prefix == "volume" else value
+    passed = measured >= limit if at_least else measured <= limit
+    if metrics.output_voxels == 0 or metrics.reference_voxels == 0:
+        where = "output" if metrics.output_voxels == 0 else "reference"
+        reason = f"label {metrics.name} is absent from the {where}"
+    else:
+        reason = f"{prefix} {measured:.4g} {'>=' if at_least else '<='} {limit:g}" + (
+            "" if passed else " violated"
+        )
+    return CheckOutcome(f"{prefix}[{metrics.name}]", bool(passed), value, limit, reason)
+
+
+def evaluate(result: ComparisonResult, tolerances: Mapping[str, float]) -> list[CheckOutcome]:
+    """Checks `geometry`, `labels`, then `dice[name]`, `hd95[name]`, `nsd[name]`, `volume[name]` per label
+    for each tolerance given; with mismatching grids, the per-label checks of the expected or named labels
+    are reported failed so the same names appear in every run."""
+    unknown = set(tolerances) - set(TOLERANCE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown tolerance keys {sorted(unknown)}; known: {sorted(TOLERANCE_KEYS)}")
+    for key, used in (
+        ("nsd_tolerance_mm", result.nsd_tolerance_mm),
+        ("affine_atol_mm", result.geometry.affine_atol_mm),
+    ):
+        if key in tolerances and not math.isclose(tolerances[key], used):
+            raise ValueError(
+                f"the result was computed with {key}={used}, not {tolerances[key]}: compare again"
+            )
+    geometry = result.geometry
+    outcomes = [
+        CheckOutcome(
+            "geometry",
+            geometry.matches,
+            geometry.max_affine_diff_mm,
+            geometry.affine_atol_mm,
+            geometry.reason,
+        ),
+        _labels_outcome(result),
+    ]
+    active = [
+        (prefix, key, attribute, at_least)
+        for prefix, key, attribute, at_least in _METRIC_CHECKS
+        if key in tolerances
+    ]
+    if result.report is None:
+        labels = result.expected_labels if result.expected_labels is not None else sorted(result.names)
+        for label in (label for label in labels if label != 0):
+            for prefix, key, _, _ in active:
+                name = f"{prefix}[{label_name(label, result.names)}]"
+                outcomes.append(
+                    CheckOutcome(
+                        name, False, None, tolerances[key], "not computed: the geometry check failed"
+                    )
+                )
+        return outcomes
+    for metrics in result.per_label:
+        outcomes.extend(
+            _metric_outcome(prefix, metrics, attribute, at_least, tolerances[key])
+            for prefix, key, attribute, at_least in active
+        )
+    return outcomes
+
+
+def gate(
+    output_path: str | Path,
+    reference_path: str | Path,
+    tolerances: Mapping[str, float],
+    *,
+    labels: Iterable[int] | None = None,
+    names: Mapping[int, str] | None = None,
+) -> tuple[ComparisonResult, list[CheckOutcome]]:
+    """Compare with the NSD tolerance and affine tolerance taken from `tolerances`, then evaluate."""
+    result = compare_masks(
+        output_path,
+        reference_path,
+        labels=labels,
+        names=names,
+        nsd_tolerance_mm=tolerances.get("nsd_tolerance_mm", DEFAULT_NSD_TOLERANCE_MM),
+        affine_atol_mm=tolerances.get("affine_atol_mm", DEFAULT_AFFINE_ATOL_MM),
+    )
+    return result, evaluate(result, tolerances)
+
+
+def load_names(path: str | Path) -> dict[int, str]:
+    """Label names from a JSON object {"1": "liver", ...}."""
+    path = Path(path)
+    try:
+        mapping = json.loads(path.read_text())
+        return {int(label): str(name) for label, name in mapping.items()}
+    except OSError as error:
+        raise GateError(f"{path}: cannot read label names ({error.strerror})") from None
+    except (ValueError, AttributeError):
+        raise GateError(
+            f'{path}: label names must be a JSON object of id -> name, e.g. {{"1": "liver"}}'
+        ) from None
+
+
+def format_table(result: ComparisonResult) -> str:
+    """A small human-readable report of the same figures as --json."""
+    report = result.report
+    assert report is not None
+    spacing = "x".join(f"{s:.3g}" for s in report.spacing_mm)
+    lines = [
+        f"output:    {result.output_path}",
+        f"reference: {result.reference_path}",
+        f"geometry:  {result.geometry.reason} (spacing {spacing} mm)",
+        f"labels:    {_labels_outcome(result).reason}",
+        "",
+        f"{'label':>5}  {'name':<20} {'dice':>7} {'hd95_mm':>8} {f'nsd@{result.nsd_tolerance_mm:g}mm':>9}"
+        f" {'out_ml':>9} {'ref_ml':>9} {'diff_%':>8}",
+    ]
+    for m in result.per_label:
+        lines.append(
+            f"{m.label:>5}  {m.name[:20]:<20} {m.dice:>7.4f} {m.hd95_mm:>8.3f} {m.nsd:>9.4f}"
+            f" {m.output_volume_ml:>9.2f} {m.reference_volume_ml:>9.2f} {m.volume_diff_pct:>+8.2f}"
+        )
+    if not result.per_label:
+        lines.append("  (no labels in either mask)")
+    return "\n".join(lines)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Usage errors become one GateError line (exit 2), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise GateError(f"compare: {message} (see python -m validation compare --help)")
+
+
+def _label_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--labels wants comma-separated integers, got {text!r}") from None
+
+
+def main(argv: list[str]) -> int:
+    """`python -m validation compare OUTPUT REFERENCE`: 0 = measured (and within any given limits),
+    1 = a given limit (--dice-min ...) violated, 2 = bad input (GateError)."""
+    parser = _ArgumentParser(prog="python -m validation compare", description=__doc__.splitlines()[0])
+    parser.add_argument("output", help="output label mask (.nii/.nii.gz)")
+    parser.add_argument("reference", help="reference label mask on the same grid")
+    parser.add_argument("--labels", type=_label_list, help="expected label ids, e.g. 1,2,3")
+    parser.add_argument("--names", help='JSON file of label names, {"1": "liver", ...}')
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM, metavar="MM")
+    parser.add_argument("--affine-atol", type=float, default=DEFAULT_AFFINE_ATOL_MM, metavar="MM")
+    limits = parser.add_argument_group("limits (any given makes the exit code gate: 1 when violated)")
+    limits.add_argument("--dice-min", type=float)
+    limits.add_argument("--hd95-max", type=float, metavar="MM")
+    limits.add_argument("--nsd-min", type=float)
+    limits.add_argument("--volume-diff-max", type=float, metavar="PCT")
+    args = parser.parse_args(argv)
+
+    names = load_names(args.names) if args.names else None
+    result = compare_masks(
+        args.output,
+        args.reference,
+        labels=args.labels,
+        names=names,
+        nsd_tolerance_mm=args.nsd_tolerance,
+        affine_atol_mm=args.affine_atol,
+    )
+    if not result.geometry.matches:
+        raise GateError(f"{result.output_path}: {result.geometry.reason} ({result.reference_path})")
+    given = {
+        key: value
+        for key, value in (
+            ("dice_min", args.dice_min),
+            ("hd95_max_mm", args.hd95_max),
+            ("nsd_min", args.nsd_min),
+            ("volume_diff_max_pct", args.volume_diff_max),
+        )
+        if value is not None
+    }
+    outcomes = evaluate(result, given) if given else []
+    if args.json:
+        document = result.to_dict() | ({"checks": [o.to_dict() for o in outcomes]} if given else {})
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_table(result))
+        for outcome in outcomes:
+            if not outcome.passed:
+                print(f"FAIL {outcome.name}: {outcome.reason}")
+    return 1 if any(not outcome.passed for outcome in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
