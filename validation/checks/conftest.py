@@ -1,0 +1,19 @@
+"""Fixtures of the gate's checks: the gate session, and testinfra's host for the image."""
+
+from __future__ import annotations
+
+import pytest
+import testinfra
+
+from validation.gate import GATE_SESSION, GateSession
+
+
+@pytest.fixture(scope="session")
+def gate(pytestconfig: pytest.Config) -> GateSession:
+    return pytestconfig.stash[GATE_SESSION]
+
+
+@pytest.fixture(scope="session")
+def image_host(gate: GateSession) -> testinfra.host.Host:
+    """A sleeping container of the image, reached through testinfra's docker:// backend."""
+    return testinfra.get_host(f"docker://{gate.start_inspection_container()}")

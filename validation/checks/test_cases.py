@@ -1,0 +1,49 @@
+"""Each case run as a site runs it, and its masks against the references, one check per metric family."""
+
+from __future__ import annotations
+
+import pytest
+
+OUTPUT_FILES = ("mask.nii.gz", "seg.dcm")
+FAMILIES = ("geometry", "labels", "dice", "hd95", "nsd", "volume")
+
+
+def _family_failures(gate, case: str, kind: str, family: str) -> tuple[list, list[str]]:
+    comparison = gate.comparison(case, kind)
+    assert comparison is not None, f"no {kind} comparison: the run produced no mask (see the run check)"
+    outcomes = [o for o in comparison.outcomes if o.name == family or o.name.startswith(family + "[")]
+    return outcomes, [f"{o.name}: {o.reason}" for o in outcomes if not o.passed]
+
+
+def test_run(gate, case: str) -> None:
+    result = gate.container_run(case)
+    assert result.ok, result.failure()
+
+
+def test_outputs(gate, case: str) -> None:
+    output = gate.container_run(case).output_dir
+    missing = [name for name in OUTPUT_FILES if not (output / name).is_file()]
+    assert not missing, f"the app wrote no {', '.join(missing)} in {output}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["golden", "ground_truth"])
+def test_mask(gate, case: str, kind: str, family: str) -> None:
+    outcomes, failures = _family_failures(gate, case, kind, family)
+    if family not in ("geometry", "labels"):
+        assert outcomes, f"no {family} check: no tolerance for it in the case or the defaults"
+    assert not failures, "; ".join(failures)
+
+
+def test_dicom_seg(gate, case: str) -> None:
+    failures = [f"{o.name}: {o.reason}" for o in gate.seg_outcomes(case) if not o.passed]
+    assert not failures, "; ".join(failures)
+
+
+@pytest.mark.parametrize("family", ["geometry", "labels", "dice", "nsd"])
+def test_host_agreement(gate, case: str, family: str) -> None:
+    """The same app on the host (the reference platform) and in the arm64 image agree."""
+    host = gate.host_run(case)
+    assert host.ok, host.failure()
+    _, failures = _family_failures(gate, case, "host", family)
+    assert not failures, "; ".join(failures)

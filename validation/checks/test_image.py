@@ -1,0 +1,163 @@
+"""What the image must be: arm64 through and through, the profile's pins, the seed's contract, clean."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from packaging.utils import canonicalize_name
+
+from validation import lock, profiles
+
+# Lists every ELF file under the Python environment and the app whose machine is not AArch64 (183).
+FOREIGN_ELF_SCRIPT = r"""
+import os, struct, sys, sysconfig, json
+roots = {sys.prefix, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], os.getcwd()}
+foreign, count = [], 0
+for root in sorted(roots):
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as handle:
+                head = handle.read(20)
+            if head[:4] == b"\x7fELF":
+                count += 1
+                machine = struct.unpack("<H" if head[5] == 1 else ">H", head[18:20])[0]
+                if machine != 183:
+                    foreign.append([path, machine])
+print(json.dumps({"elf_files": count, "foreign": foreign}))
+"""
+# Debian's python3-venv ships pip's and setuptools' wheels in /usr/share/python-wheels (dpkg-owned, for
+# ensurepip): those are the OS's, not leftovers of our build.
+LEFTOVER_SCRIPT = r"""
+import os, json
+found = []
+skip = ("/proc", "/sys", "/dev", "/usr/share/python-wheels")
+for root in ("/", ):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+        for name in files:
+            if name.endswith(".whl") or name in (".netrc", ".pypirc", ".git-credentials"):
+                found.append(os.path.join(folder, name))
+        for name in dirs:
+            path = os.path.join(folder, name)
+            if path.endswith(("/.cache/pip", "/.cache/uv")) or path == "/wheels" and os.listdir(path):
+                found.append(path)
+print(json.dumps(found))
+"""
+SECRET_WORDS = ("proxy", "password", "passwd=", "token", "secret", "credential", "_auth")
+
+
+def _config(gate) -> dict:
+    return gate.image_facts.get("Config") or {}
+
+
+def test_architecture_is_arm64(gate, image_host) -> None:
+    assert gate.image_facts["Architecture"] == "arm64", (
+        f"image is labelled {gate.image_facts['Architecture']}"
+    )
+    assert image_host.system_info.arch == "aarch64", f"uname -m inside says {image_host.system_info.arch}"
+
+
+def test_every_elf_file_is_aarch64(image_host) -> None:
+    result = json.loads(image_host.check_output(f"python3 -c {shlex.quote(FOREIGN_ELF_SCRIPT)}"))
+    assert result["elf_files"] > 0, "no ELF files found under the Python environment: wrong paths?"
+    assert not result["foreign"], f"non-AArch64 ELF files (path, e_machine): {result['foreign'][:5]}"
+
+
+def test_python_version(gate, image_host) -> None:
+    version = image_host.check_output("python3 -c 'import platform; print(platform.python_version())'")
+    expected = gate.config.profile.python
+    assert version == expected or version.startswith(expected + "."), (
+        f"python3 is {version}, profile says {expected}"
+    )
+
+
+def _installed(gate, image_host) -> dict[str, str]:
+    """Installed distributions, asked once per gate run (pip is slow under emulation)."""
+    if "installed" not in gate.cache:
+        listed = json.loads(image_host.check_output("python3 -m pip list --format=json"))
+        gate.cache["installed"] = {canonicalize_name(item["name"]): item["version"] for item in listed}
+    return gate.cache["installed"]
+
+
+def test_pin(gate, image_host, pin: str) -> None:
+    spec = gate.config.profile.pins[pin]
+    found = _installed(gate, image_host).get(canonicalize_name(pin))
+    gate.pins.append(
+        {"name": pin, "expected": str(spec), "found": found, "passed": found in spec if found else False}
+    )
+    assert found is not None, f"{pin} is not installed; the profile pins {spec}"
+    assert found in spec, f"{pin} {found} is installed; the profile {gate.config.profile.name} pins {spec}"
+
+
+def test_pip_check(gate, image_host) -> None:
+    result = image_host.run("python3 -m pip check")
+    allowed = gate.config.profile.pip_check_allow
+    problems = [line for line in result.stdout.splitlines() if line and not line.startswith("No broken")]
+    unexpected = [line for line in problems if not any(allow in line for allow in allowed)]
+    assert not unexpected, f"pip check: {unexpected}"
+
+
+def test_entrypoint_and_working_directory(gate) -> None:
+    app = profiles.load_app()
+    config = _config(gate)
+    assert tuple(config.get("Entrypoint") or ()) == app.entrypoint, (
+        f"entry point is {config.get('Entrypoint')}"
+    )
+    assert not config.get("Cmd"), f"a CMD {config.get('Cmd')} would append arguments to the entry point"
+    assert config.get("WorkingDir") == app.install_dir, f"working directory is {config.get('WorkingDir')}"
+
+
+def test_app_files_present(image_host) -> None:
+    app = profiles.load_app()
+    expected = sorted(
+        path.relative_to(app.source).as_posix()
+        for path in app.source.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    )
+    missing = [name for name in expected if not image_host.file(f"{app.install_dir}/{name}").is_file]
+    assert not missing, f"app files missing from {app.install_dir}: {missing}"
+
+
+def test_runs_as_non_root_user(gate, image_host) -> None:
+    app = profiles.load_app()
+    user = _config(gate).get("User") or "root"
+    assert user not in ("root", "0", "0:0"), f"image runs as {user}"
+    account = image_host.user(app.user)
+    assert account.exists and account.uid == app.uid, f"no passwd entry {app.user} with uid {app.uid}"
+    assert image_host.check_output("id -u") == str(app.uid)
+
+
+def test_no_build_leftovers_or_credentials(gate, image_host) -> None:
+    leftovers = json.loads(image_host.check_output(f"python3 -c {shlex.quote(LEFTOVER_SCRIPT)}"))
+    assert not leftovers, f"left in the image: {leftovers[:10]}"
+    env = " ".join(_config(gate).get("Env") or []).lower()
+    assert not [word for word in SECRET_WORDS if word in env], f"image environment mentions secrets: {env}"
+
+
+def test_oci_labels(gate) -> None:
+    labels = _config(gate).get("Labels") or {}
+    for key in (
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.created",
+        "org.armgate.profile",
+        "org.armgate.lock-sha256",
+    ):
+        assert labels.get(key), f"label {key} missing"
+    profile = gate.config.profile
+    assert labels["org.armgate.profile"] == profile.name, f"built for profile {labels['org.armgate.profile']}"
+    if profile.install == "wheelhouse":
+        assert labels["org.armgate.lock-sha256"] == lock.lock_hash(profile.lock_path), (
+            "image built from another lock"
+        )
+
+
+def test_supports_locked_down_runs(gate) -> None:
+    env = dict(item.split("=", 1) for item in _config(gate).get("Env") or [])
+    assert env.get("MONAI_WORKDIR", "").startswith("/tmp/"), (
+        "MONAI_WORKDIR must be under /tmp for --read-only"
+    )
+    assert env.get("HOME", "").startswith("/tmp"), "HOME must be under /tmp for --read-only"

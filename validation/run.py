@@ -1,0 +1,190 @@
+"""Run the app as a site does: in the arm64 container (locked down), or on the host for comparison.
+
+Containers are always removed: on success, failure, timeout and Ctrl-C alike.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from validation import profiles
+from validation.errors import GateError
+
+CONTAINER_PREFIX = "armgate-run-"
+# Locked down the way hospitals expect: no network, no capabilities, read-only root, bounded.
+HARDENED_FLAGS = (
+    "--network", "none",
+    "--read-only", "--tmpfs", "/tmp:rw,exec,size=2g",
+    "--cap-drop", "ALL",
+    "--security-opt", "no-new-privileges",
+    "--pids-limit", "256",
+)  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    """What one run of the app did, for the report and the checks."""
+
+    where: str  # "container" or "host"
+    output_dir: Path
+    exit_code: int | None
+    seconds: float
+    timed_out: bool = False
+    oom_killed: bool = False
+    peak_memory_bytes: int | None = None
+    logs: str = ""
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.oom_killed
+
+    def failure(self) -> str:
+        """One line saying why the run did not succeed (empty when it did)."""
+        if self.timed_out:
+            return f"{self.where} run timed out after {self.seconds:.0f} s"
+        if self.oom_killed:
+            return f"{self.where} run was killed by its memory limit"
+        if self.exit_code != 0:
+            last = next((line for line in reversed(self.logs.strip().splitlines()) if line.strip()), "")
+            return f"{self.where} run exited with code {self.exit_code}: {last[:300]}"
+        return ""
+
+
+def docker_run_command(
+    image: str,
+    name: str,
+    input_dir: Path,
+    model_dir: Path,
+    output_dir: Path,
+    memory: str = "4g",
+    platform: str = "linux/arm64",
+    hardened: bool = True,
+) -> list[str]:
+    """The seed's `docker run` contract plus the gate's limits (a pure function: unit-tested)."""
+    command = ["docker", "run", "--detach", "--name", name, "--platform", platform, "--shm-size=1G"]
+    command += ["--memory", memory, "--memory-swap", memory]
+    if hardened:
+        command += HARDENED_FLAGS
+    else:
+        command += ["--network", "none"]
+    command += [
+        "-v", f"{input_dir.resolve()}:/input:ro",
+        "-v", f"{model_dir.resolve()}:/model:ro",
+        "-v", f"{output_dir.resolve()}:/output",
+        image,
+    ]  # fmt: skip
+    return command
+
+
+def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _peak_memory(container_id: str) -> int | None:
+    """Peak memory from the container's cgroup (v2 memory.peak or v1 max_usage), read before removal."""
+    candidates = [
+        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.peak"),
+        Path(f"/sys/fs/cgroup/docker/{container_id}/memory.peak"),
+        Path(f"/sys/fs/cgroup/memory/docker/{container_id}/memory.max_usage_in_bytes"),
+    ]
+    for path in candidates:
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def model_mount(model: Path) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """The folder to mount at /model so that /model/model.ts is the given model file."""
+    if not model.is_file():
+        raise GateError(f"{model}: model file not found; pass --model PATH to a TorchScript model.ts")
+    if model.name == "model.ts":
+        return model.parent, None
+    holder = tempfile.TemporaryDirectory(prefix="armgate-model-")
+    link = Path(holder.name) / "model.ts"
+    try:
+        os.link(model, link)
+    except OSError:
+        link.write_bytes(model.read_bytes())
+    return Path(holder.name), holder
+
+
+def writable_output_dir(parent: Path, name: str) -> Path:
+    """A fresh output folder the image's non-root user can write to, whoever runs the gate."""
+    output = parent / name
+    output.mkdir(parents=True, exist_ok=False)
+    output.chmod(0o777)  # the container's uid differs from the caller's; only this folder is opened
+    return output
+
+
+def run_container(
+    image: str,
+    input_dir: Path,
+    model: Path,
+    output_dir: Path,
+    timeout_s: float,
+    memory: str = "4g",
+    platform: str = "linux/arm64",
+    hardened: bool = True,
+) -> RunResult:
+    """Run one case in the container and always remove it."""
+    name = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
+    model_dir, holder = model_mount(model)
+    command = docker_run_command(image, name, input_dir, model_dir, output_dir, memory, platform, hardened)
+    started = time.monotonic()
+    result = RunResult("container", output_dir, None, 0.0, command=command)
+    try:
+        created = subprocess.run(command, capture_output=True, text=True, check=False)
+        if created.returncode != 0:
+            message = (created.stderr.strip().splitlines() or ["no message"])[-1]
+            raise GateError(f"docker run of {image} failed: {message}")
+        container_id = created.stdout.strip()
+        try:
+            waited = _docker("wait", name, timeout=timeout_s)
+            result.exit_code = int(waited.stdout.strip()) if waited.returncode == 0 else None
+        except subprocess.TimeoutExpired:
+            result.timed_out = True
+        result.seconds = time.monotonic() - started
+        result.peak_memory_bytes = _peak_memory(container_id)
+        if result.timed_out:
+            _docker("kill", name)
+        state = _docker("inspect", "--format", "{{.State.OOMKilled}}", name)
+        result.oom_killed = state.stdout.strip() == "true"
+        logs = _docker("logs", name)
+        result.logs = logs.stdout + logs.stderr
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+        if holder is not None:
+            holder.cleanup()
+    return result
+
+
+def run_host(input_dir: Path, model: Path, output_dir: Path, timeout_s: float) -> RunResult:
+    """Run the same app on the host (the reference platform) with the same CLI."""
+    app = profiles.load_app()
+    command = [sys.executable, str(app.source / "__main__.py"), "-i", str(input_dir), "-m", str(model)]
+    command += ["-o", str(output_dir)]
+    started = time.monotonic()
+    result = RunResult("host", output_dir, None, 0.0, command=command)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        result.exit_code, result.logs = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired:
+        result.timed_out = True
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def leftover_containers() -> list[str]:
+    """Names of gate containers still present (there should never be any)."""
+    listed = _docker("ps", "--all", "--filter", f"name={CONTAINER_PREFIX}", "--format", "{{.Names}}")
+    return [line for line in listed.stdout.splitlines() if line]
