@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from validation import host
+from validation import build, host, profiles
+from validation.build import BuildRecord
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -24,3 +25,9 @@ def docker_host() -> None:
         if IN_CI:
             pytest.fail(f"CI=true and the Docker host is not ready: {message}", pytrace=False)
         pytest.skip(f"Docker host not ready: {message}")
+
+
+@pytest.fixture(scope="session")
+def built_image(docker_host: None) -> BuildRecord:
+    """The default profile's image, built once per test session (seconds when nothing changed)."""
+    return build.build(profiles.load(), report=build.REPORTS / "build.json")

@@ -1,0 +1,145 @@
+"""Integration: the gate passes the real image on the real cases, and fails, naming why, on anything bad.
+
+Every failing variant goes through the public command (`python -m validation acceptance`) and must
+exit non-zero, name the reason on the console and in metrics.json, leave no container behind and
+leave the fixtures byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from validation import cases, profiles, run
+from validation.build import BuildRecord
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+STANDARD = cases.CASES_DIR / "standard"
+
+
+def gate(image: str, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    before = fixture_digest()
+    command = [sys.executable, "-m", "validation", "acceptance", "--image", image, "--reports", str(reports)]
+    result = subprocess.run([*command, *args], cwd=profiles.ROOT, capture_output=True, text=True, check=False)
+    assert run.leftover_containers() == [], "the gate left containers behind"
+    assert fixture_digest() == before, "the gate changed the fixtures"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def fixture_digest() -> dict[str, str]:
+    """sha256 of every fixture file, to prove a run left the inputs untouched."""
+    return {
+        str(path.relative_to(profiles.ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((profiles.ROOT / "fixtures").rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def one_case(tmp_path: Path, edit_golden=None) -> Path:
+    """A cases folder holding a copy of the standard case, its golden optionally edited."""
+    folder = tmp_path / "cases"
+    shutil.copytree(STANDARD, folder / "standard")
+    if edit_golden is not None:
+        golden = folder / "standard" / "reference" / "golden.nii.gz"
+        image = nib.load(golden)
+        data, affine = edit_golden(np.asarray(image.dataobj).copy(), image.affine.copy())
+        nib.save(nib.Nifti1Image(data.astype(np.uint8), affine), golden)
+    return folder
+
+
+def failed_checks(reports: Path) -> dict[str, str]:
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["verdict"] == "fail"
+    return {check["name"]: check["reason"] for check in metrics["checks"] if not check["passed"]}
+
+
+def test_gate_passes_the_built_image(built_image: BuildRecord, tmp_path: Path) -> None:
+    reports = tmp_path / "acceptance"
+    result = gate(built_image.image_id, reports)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    suite = ElementTree.parse(reports / "junit.xml").getroot()
+    testcases = suite.findall(".//testcase")
+    assert len(testcases) >= 10
+    assert (
+        not suite.findall(".//skipped") and not suite.findall(".//failure") and not suite.findall(".//error")
+    )
+    html = (reports / "report.html").read_text()
+    assert "data:image/png;base64," in html and "PASS" in html
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["verdict"] == "pass" and set(metrics["cases"]) == {c.name for c in cases.discover()}
+
+
+def _shift(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.roll(data, 4, axis=0), affine
+
+
+def _drop_liver(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    data[data == 6] = 0
+    return data, affine
+
+
+def _move_origin(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    affine[:3, 3] += 5.0
+    return data, affine
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_shift, r"test_mask\[standard-golden-dice\]"),
+        (_drop_liver, r"test_mask\[standard-golden-labels\]"),
+        (_move_origin, r"test_mask\[standard-golden-geometry\]"),
+    ],
+    ids=["shifted-reference", "label-removed", "other-affine"],
+)
+def test_gate_fails_on_a_bad_reference(built_image: BuildRecord, tmp_path: Path, edit, expected: str) -> None:
+    reports = tmp_path / "acceptance"
+    result = gate(built_image.image_id, reports, "--cases", str(one_case(tmp_path, edit)), "--no-host",
+                  "-k", "test_mask and golden")  # fmt: skip
+    assert result.returncode == 1
+    failed = failed_checks(reports)
+    assert any(re.fullmatch(expected, name) for name in failed), failed
+    assert any(name.split("[")[0] in result.stdout for name in failed), result.stdout
+
+
+def test_gate_fails_with_a_wrong_model(built_image: BuildRecord, tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    wrong = torch.jit.script(torch.nn.Conv3d(1, 14, kernel_size=3, padding=1))
+    model = tmp_path / "wrong" / "model.ts"
+    model.parent.mkdir()
+    wrong.save(str(model))
+    reports = tmp_path / "acceptance"
+    result = gate(built_image.image_id, reports, "--cases", str(one_case(tmp_path)), "--model", str(model),
+                  "--no-host", "-k", "test_mask and ground_truth")  # fmt: skip
+    assert result.returncode == 1
+    failed = failed_checks(reports)
+    assert any(name.startswith("test_mask[standard-ground_truth-") for name in failed), failed
+
+
+def test_gate_fails_when_pins_differ(built_image: BuildRecord, tmp_path: Path) -> None:
+    text = (
+        (profiles.PROFILES_DIR / "bookworm.toml")
+        .read_text()
+        .replace('torch = "==2.10.0"', 'torch = "==2.9.1"')
+    )
+    profile = tmp_path / "bookworm.toml"
+    profile.write_text(text)
+    reports = tmp_path / "acceptance"
+    result = gate(built_image.image_id, reports, "--profile", str(profile), "-k", "test_pin", "--no-host")
+    assert result.returncode == 1
+    failed = failed_checks(reports)
+    assert list(failed) == ["test_pin[torch]"], failed
+    assert "torch 2.10.0 is installed" in failed["test_pin[torch]"] and "==2.9.1" in failed["test_pin[torch]"]

@@ -1,0 +1,55 @@
+"""Integration: the default profile builds a real linux/arm64 image, and rebuilding it is cheap."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from validation import build, profiles
+from validation.build import BuildRecord
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def test_image_is_arm64(built_image: BuildRecord) -> None:
+    facts = build.image_inspect(built_image.image_id)
+    assert facts is not None and facts["Architecture"] == "arm64" and facts["Os"] == "linux"
+    uname = subprocess.run(
+        ["docker", "run", "--rm", "--platform", "linux/arm64", "--network", "none", "--entrypoint", "uname",
+         built_image.image_id, "-m"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert uname.stdout.strip() == "aarch64"
+
+
+def test_build_record_describes_the_image(built_image: BuildRecord) -> None:
+    record = json.loads((build.REPORTS / "build.json").read_text())
+    assert record["image_id"] == built_image.image_id
+    assert record["platform"] == "linux/arm64" and record["profile"] == "bookworm"
+    assert record["lock_sha256"] == build.lock.lock_hash(profiles.load().lock_path)
+    assert record["size_bytes"] > 100_000_000 and record["base"].startswith("armgate/base:bookworm-")
+
+
+def test_noop_rebuild_reuses_everything(built_image: BuildRecord, tmp_path) -> None:
+    started = time.monotonic()
+    again = build.build(profiles.load(), report=tmp_path / "build.json")
+    assert again.image_id == built_image.image_id, "a rebuild with nothing changed made a different image"
+    print(f"no-op rebuild: {time.monotonic() - started:.1f} s")
+
+
+def test_clara_profile_fails_fast_and_clearly(docker_host: None) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "validation", "build", "--profile", "clara-agx-21.05"],
+        cwd=profiles.ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "nvcr.io/nvidia/clara-agx/agx-pytorch:21.05-1.7-py3" in lines[0]
+    assert "--profile bookworm" in lines[0]
+    assert time.monotonic() - started < build.PULL_TIMEOUT_S + 10
