@@ -97,7 +97,7 @@ def check_input_dir(input_dir: Path) -> List[Path]:
             problems.append((path, problem))
     if not good:
         raise AppInputError(
-            f"input folder {input_dir} holds no DICOM files ({len(files)} other files); "
+            f"input folder {input_dir} holds no DICOM files ({len(files)} non-DICOM files); "
             "fix: pass -i with the folder that holds the CT series"
         )
     if problems:
@@ -137,25 +137,22 @@ def resolve_model_file(model_path: Path) -> Path:
 
 
 def _check_torchscript(model_file: Path) -> None:
-    """The SDK silently treats a non-TorchScript file as an opaque model, so check and load it here."""
+    """Loads the model once here so a wrong file fails before the SDK starts, with a clear line."""
     import torch
-    from monai.deploy.core.models import TorchScriptModel
 
-    accepted, _ = TorchScriptModel.accept(str(model_file))
-    if accepted:
-        try:
-            torch.jit.load(str(model_file), map_location="cpu")
-            return
-        except Exception:
-            pass
-    raise AppInputError(
-        f"model file {model_file} is not a loadable TorchScript model; "
-        "fix: pass -m with a file saved by torch.jit.save (model.ts)"
-    )
+    try:
+        torch.jit.load(str(model_file), map_location="cpu")
+    except Exception:
+        raise AppInputError(
+            f"model file {model_file} is not a loadable TorchScript model; "
+            "fix: pass -m with a file saved by torch.jit.save (model.ts)"
+        ) from None
 
 
 def check_output_dir(output_dir: Path) -> None:
     """Creates output_dir if needed and proves it is writable by writing a probe file."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise AppInputError(f"output {output_dir} is a file, not a folder; fix: pass -o with a folder")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=str(output_dir), prefix=".armgate-probe-"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Dict
 
 import numpy as np
+import torch
 from app_config import HU_WINDOW, ROI_SIZE, SW_BATCH_SIZE, SW_OVERLAP, TARGET_SPACING_MM
-from monai.deploy.core import Image
+from monai.deploy.core import ExecutionContext, Image, InputContext, OutputContext
 from monai.deploy.operators.monai_seg_inference_operator import InMemImageReader, MonaiSegInferenceOperator
 from monai.transforms import (
     Activationsd,
@@ -57,6 +58,17 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
         super().__init__(ROI_SIZE, None, None, overlap=SW_OVERLAP, sw_batch_size=SW_BATCH_SIZE)
         self.input_dataset_key = IMAGE_KEY
         self.pred_dataset_key = PRED_KEY
+
+    def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
+        """Loads the TorchScript model itself when the SDK did not recognise it.
+
+        The SDK only takes a file for TorchScript if its archive holds data/ (parameters); otherwise it
+        hands over a plain Model without a predictor. input_checks already proved the file loads.
+        """
+        model = context.models.get(self._model_name) if context.models else None
+        if model is not None and model.predictor is None:
+            model.predictor = torch.jit.load(model.path, map_location="cpu").eval()
+        super().compute(op_input, op_output, context)
 
     def _convert_dicom_metadata_datatype(self, metadata: Dict) -> Dict:
         """Same conversion as the SDK's, without printing every metadata entry to the log."""

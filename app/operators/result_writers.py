@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import io
 import logging
 import os
 import tempfile
@@ -27,12 +28,19 @@ SEG_SERIES_NUMBER = 900
 LATERALITY_CODES = {"right": ("24028007", "SCT", "Right"), "left": ("7771000", "SCT", "Left")}
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Path, payload: bytes) -> None:
     """Writes via a temp file and rename so a crash never leaves a half-written result behind."""
     handle, temp_name = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
+        os.chmod(temp_name, 0o666 & ~_current_umask())  # mkstemp makes 0600; results are for others too
         os.replace(temp_name, str(path))
     except BaseException:
         if os.path.exists(temp_name):
@@ -151,16 +159,17 @@ class OrganSegWriterOperator(DICOMSegmentationWriterOperator):
             manufacturer_model_name="MONAI Deploy multi-organ CT segmentation",
             software_versions=self._algorithm_version,
             device_serial_number="0000",
-            content_label="ORGANS",
-            content_description="BTCV multi-organ segmentation",
-            series_description="Multi-organ segmentation",
             omit_empty_frames=True,
         )
+        # Set as attributes, not constructor arguments, which older highdicom (Python 3.8 bases) lacks.
+        seg.ContentLabel = "ORGANS"
+        seg.ContentDescription = "BTCV multi-organ segmentation"
+        seg.SeriesDescription = "Multi-organ segmentation"
         now = datetime.datetime.now()
         seg.SeriesDate, seg.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         output_path = Path(output_dir) / SEG_FILE_NAME
-        temp_path = output_path.with_name(f".{SEG_FILE_NAME}.partial")
-        seg.save_as(str(temp_path))
-        os.replace(str(temp_path), str(output_path))
+        buffer = io.BytesIO()
+        seg.save_as(buffer)
+        write_atomically(output_path, buffer.getvalue())
         names = ", ".join(str(self._labels[v]["name"]) for v in present)
         logger.info("Wrote %s with %d segments: %s", output_path, len(present), names)
