@@ -229,10 +229,24 @@ def test_failing_report_shows_fail_reasons_and_marks_cells(failing: dict[str, An
     html = render_html(failing)
     assert '<header class="banner fail">' in html and "<h1>FAIL</h1>" in html
     assert "container run was killed by its memory limit" in html
-    assert re.search(r"dice\[liver\]</code>: dice 0\.\d+ &gt;= 0\.99 violated", html)
+    assert re.search(r"dice\[liver\]</code>:\s*<span class=\"reason\">dice 0\.\d+ &gt;= 0\.99 violated", html)
     assert re.search(r'<td class="num fail">0\.\d{4}</td>', html)  # the shifted liver's Dice cell
     assert '<td class="num pass">1.0000</td>' in html  # the spleen's, unchanged
     assert "killed: out of memory" in html and "No overlay: the run wrote no mask." in html
+
+
+def test_run_failure_line_is_shown(failing: dict[str, Any]) -> None:
+    """run.py's failure line (exit code and the last log line) beats the generic status."""
+    failing["cases"]["broken"]["run"]["failure"] = (
+        "container run exited with code 1: AppInputError: no CT\nmore"
+    )
+    assert (
+        '<td class="fail">container run exited with code 1: AppInputError: no CT\nmore</td>'
+        in render_html(failing)
+    )
+    assert "case broken: FAIL; container run exited with code 1: AppInputError: no CT in" in (
+        console_summary(failing)
+    )
 
 
 def test_one_overlay_per_case_with_a_mask(failing: dict[str, Any]) -> None:

@@ -45,6 +45,7 @@ METRIC_COLUMNS = (
     ("Volume diff %", "volume", "volume_diff_pct", "volume_diff_max_pct", "|x| ≤", "{:+.2f}"),
 )
 CONSOLE_LINES = 25
+CONSOLE_REASON_CHARS = 160
 DICOM_GEOMETRY_TAGS = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient",
                        "PixelSpacing", "Rows", "Columns"]  # fmt: skip
 
@@ -101,8 +102,16 @@ def _group_state(checks: Sequence[Mapping[str, Any]], group: str) -> str:
     return "fail" if _failed(mine) else "pass"
 
 
+def _one_line(text: str | None, limit: int = CONSOLE_REASON_CHARS) -> str:
+    """The first line of a (pytest) message, shortened: the console gets a hint, the report the rest."""
+    first = (text or "").strip().split("\n", 1)[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 def _run_status(run: Mapping[str, Any]) -> tuple[str, str]:
-    """(text, pass/fail) of one run of the app."""
+    """(text, pass/fail) of one run of the app; run.py's own failure line when it gave one."""
+    if run.get("failure"):
+        return str(run["failure"]), "fail"
     if run.get("timed_out"):
         return "timed out", "fail"
     if run.get("oom_killed"):
@@ -515,7 +524,7 @@ code,pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre{white-space:pre-wrap;word-break:break-all;background:#fff;border:1px solid #d5dbe4;
   padding:6px 8px;margin:4px 0}
 .case{background:#fff;border:1px solid #d5dbe4;border-radius:6px;padding:4px 16px 12px;margin:14px 0}
-.muted{color:#5c6675}.failed li{margin:3px 0}
+.muted{color:#5c6675}.failed li{margin:3px 0}.reason{white-space:pre-line}
 figure{margin:8px 0}.panels{display:flex;flex-wrap:wrap;gap:12px}
 .panel{margin:0}.panel img{display:block;border:1px solid #333}
 .panel figcaption{font-size:12px;color:#5c6675}
@@ -534,7 +543,7 @@ details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 <h2>Failed checks</h2>
 <ul class="failed">
 {% for check in failed %}<li><span class="fail">✗</span> <b>{{ check.group }}</b> /
-<code>{{ check.name }}</code>: {{ check.reason or "no reason given" }}</li>
+<code>{{ check.name }}</code>: <span class="reason">{{ check.reason or "no reason given" }}</span></li>
 {% endfor %}</ul>
 {% endif %}
 
@@ -566,7 +575,8 @@ details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 <p class="muted">DICOM <code>{{ case.dicom_dir }}</code><br>
 output mask <code>{{ case.output_mask }}</code></p>
 {% if case.failed %}<ul class="failed">{% for check in case.failed %}
-<li><span class="fail">✗</span> <code>{{ check.name }}</code>: {{ check.reason or "no reason given" }}</li>
+<li><span class="fail">✗</span> <code>{{ check.name }}</code>:
+<span class="reason">{{ check.reason or "no reason given" }}</span></li>
 {% endfor %}</ul>{% endif %}
 {% if case.runs %}
 <table><tr><th>Run</th><th>Result</th><th>Wall time</th><th>Peak memory</th></tr>
@@ -652,10 +662,9 @@ def _case_line(name: str, case: Mapping[str, Any], checks: Sequence[Mapping[str,
     run = case.get("run")
     parts = [f"case {name}: {state}"]
     if run:
-        status, _ = _run_status(run)
+        status = _one_line(run.get("failure"), 80) or f"{run.get('where', 'run')} {_run_status(run)[0]}"
         parts.append(
-            f"{run.get('where', 'run')} {status} in {_seconds(run.get('seconds'))}, "
-            f"peak {_bytes(run.get('peak_memory_bytes'))}"
+            f"{status} in {_seconds(run.get('seconds'))}, peak {_bytes(run.get('peak_memory_bytes'))}"
         )
     else:
         parts.append("no run")
@@ -684,7 +693,8 @@ def console_summary(metrics: dict) -> str:
         shown = failed if len(failed) <= room else failed[: room - 1]
         lines.append("failed checks:")
         lines += [
-            f"  {c.get('group')} / {c.get('name')}: {c.get('reason') or 'no reason given'}" for c in shown
+            f"  {c.get('group')} / {c.get('name')}: {_one_line(c.get('reason')) or 'no reason given'}"
+            for c in shown
         ]
         if len(shown) < len(failed):
             lines.append(f"  … and {len(failed) - len(shown)} more (see report.html)")
