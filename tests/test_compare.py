@@ -115,6 +115,16 @@ def test_absent_in_both_labels_are_skipped() -> None:
     assert [m.label for m in report.per_label] == [3]
 
 
+def test_empty_masks_and_mixed_dtypes() -> None:
+    empty = np.zeros((8, 8, 8), dtype=np.uint8)
+    report = compare.compare_arrays(empty, empty, (1.0, 1.0, 1.0))
+    assert report.per_label == () and report.output_labels == ()
+    wide = cube().astype(np.uint16) * 300  # label 300 must not wrap to 44 against a uint8 map
+    report = compare.compare_arrays(cube(label=44), wide, (1.0, 1.0, 1.0))
+    assert report.output_labels == (44,) and report.reference_labels == (300,)
+    assert compare.compare_arrays(cube() > 0, cube(), (1.0, 1.0, 1.0)).per_label[0].dice == 1.0
+
+
 def test_another_affine_fails_geometry_and_computes_no_metrics() -> None:
     labels = cube()
     shifted = np.eye(4)

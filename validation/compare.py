@@ -89,7 +89,7 @@ def _integer_labels(data: np.ndarray, source: str) -> np.ndarray:
         data = data.astype(np.min_scalar_type(int(data.max())) if data.size and data.min() >= 0 else np.int64)
     elif not np.issubdtype(data.dtype, np.integer):
         raise GateError(f"{source}: voxel type {data.dtype} is not an integer label type")
-    if data.size and data.min() < 0:
+    if np.issubdtype(data.dtype, np.signedinteger) and data.size and data.min() < 0:
         raise GateError(f"{source}: the mask holds negative values ({data.min()}); label ids must be >= 0")
     return data
 
@@ -312,9 +312,13 @@ def _label_metrics(
 
 
 def _same_layout(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both arrays contiguous in one memory order and dtype, so one flat index addresses one voxel."""
+    """Both arrays contiguous in one memory order and one integer dtype wide enough for both, so one flat
+    index addresses the same voxel in both and label values compare exactly."""
     order = "F" if output.flags.f_contiguous and not output.flags.c_contiguous else "C"
-    return np.asarray(output, order=order), np.asarray(reference, dtype=output.dtype, order=order)
+    dtype = np.promote_types(output.dtype, reference.dtype)
+    if not np.issubdtype(dtype, np.integer):  # uint64 with int64 promotes to float
+        dtype = np.dtype(np.int64)
+    return np.asarray(output, dtype=dtype, order=order), np.asarray(reference, dtype=dtype, order=order)
 
 
 def label_name(label: int, names: Mapping[int, str] | None) -> str:
@@ -337,7 +341,9 @@ def compare_arrays(
         raise ValueError(f"shapes differ: {output.shape} vs {reference.shape}")
     if len(spacing_mm) != output.ndim:
         raise ValueError(f"{len(spacing_mm)} spacings for a {output.ndim}D mask")
-    output, reference = _same_layout(output, reference)
+    output, reference = _same_layout(
+        _integer_labels(output, "output"), _integer_labels(reference, "reference")
+    )
     grid = _Grid(
         output.shape, tuple(s // output.itemsize for s in output.strides), np.asarray(spacing_mm, float)
     )
