@@ -295,6 +295,18 @@ def test_null_fields_are_tolerated(tmp_path: Path) -> None:
     assert "FAIL" in console_summary(metrics)
 
 
+def test_a_reference_on_another_grid_is_noted(failing: dict[str, Any], tmp_path: Path) -> None:
+    golden = failing["cases"]["shifted"]["comparisons"]["golden"]
+    image = nib.load(golden["reference"])
+    moved = image.affine.copy()
+    moved[:3, 3] += 5.0
+    golden["reference"] = _save_mask(tmp_path / "moved.nii.gz", np.asarray(image.dataobj), moved)
+    golden.update(_comparison(failing["cases"]["shifted"]["output_mask"], golden["reference"]))
+    html = render_html(failing)
+    assert "(affines differ: contour placed by voxel index)" in html
+    assert len(_images(html)) == 4
+
+
 def test_a_broken_case_input_becomes_a_note(failing: dict[str, Any]) -> None:
     failing["cases"]["standard"]["dicom_dir"] = "/nonexistent"
     html = render_html(failing)

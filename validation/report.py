@@ -318,18 +318,22 @@ def _overlay_references(comparisons: Mapping[str, Any], focus: Focus | None) -> 
     return keys[:OVERLAY_PANELS]
 
 
-def _panel(key: str, reference_path: str, output: np.ndarray, ct: CtSlice, k: int) -> dict[str, str]:
+def _panel(
+    key: str, comparison: Mapping[str, Any], output: np.ndarray, ct: CtSlice, k: int
+) -> dict[str, str]:
     """One overlay panel; a reference on another grid is drawn without its contour, with a note."""
     title = REFERENCE_TITLES.get(key, key)
     try:
-        reference, _ = _load_labels(reference_path)
+        reference, _ = _load_labels(comparison["reference"])
     except (OSError, ValueError) as error:
         return {"title": title, "note": f"reference not readable: {error}", "src": ""}
     if reference.shape != output.shape:
         note = f"reference grid {reference.shape} differs from the output's: output only"
         return {"title": title, "note": note, "src": _data_uri(render_overlay(ct, output[:, :, k].T, None))}
+    geometry = (comparison.get("result") or {}).get("geometry") or {}
+    note = "" if geometry.get("matches", True) else "affines differ: contour placed by voxel index"
     png = render_overlay(ct, output[:, :, k].T, reference[:, :, k].T)
-    return {"title": title, "note": "", "src": _data_uri(png)}
+    return {"title": title, "note": note, "src": _data_uri(png)}
 
 
 def case_overlay(case: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -353,7 +357,7 @@ def case_overlay(case: Mapping[str, Any]) -> dict[str, Any] | None:
             focus_reference = candidate if candidate.shape == output.shape else None
         k = slice_index(output, focus_reference, focus.label if focus else None)
         ct = find_ct_slice(case.get("dicom_dir") or "", affine, output.shape, k)
-        figure["panels"] = [_panel(key, comparisons[key]["reference"], output, ct, k) for key in keys] or [
+        figure["panels"] = [_panel(key, comparisons[key], output, ct, k) for key in keys] or [
             {
                 "title": "output",
                 "note": "no reference to compare with",
