@@ -61,6 +61,24 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def _input_error_in_chain(error: Optional[BaseException]) -> Optional[AppInputError]:
+    """MONAI re-raises errors from inside transforms wrapped in RuntimeError; find the site's problem."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, AppInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _last_line(error: BaseException, limit: int = 300) -> str:
+    """The gist of an exception: TorchScript errors, for one, end with the real message after a trace."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    gist = lines[-1] if lines else type(error).__name__
+    return gist if len(gist) <= limit else gist[: limit - 3] + "..."
+
+
 def run(argv: List[str]) -> None:
     """Validates everything it can, then runs the SDK application; raises on any failure."""
     from monai.deploy.cli.main import parse_args
@@ -111,18 +129,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         run(argv)
         return 0
-    except AppInputError as error:
-        message, code = f"{PROGRAM}: error: {error}", EXIT_INPUT_ERROR
     except Exception as error:
-        message = (
-            f"{PROGRAM}: error: the run failed ({type(error).__name__}: {error}); "
-            "rerun with ARMGATE_DEBUG=1 for the traceback"
-        )
-        code = EXIT_FAILURE
+        details = traceback.format_exc()
+        input_error = _input_error_in_chain(error)
+        if input_error is not None:
+            message, code = f"{PROGRAM}: error: {input_error}", EXIT_INPUT_ERROR
+        else:
+            message = (
+                f"{PROGRAM}: error: the run failed ({type(error).__name__}: {_last_line(error)}); "
+                "rerun with ARMGATE_DEBUG=1 for the traceback"
+            )
+            code = EXIT_FAILURE
     finally:
         sys.stderr = error_stream
-    if os.environ.get("ARMGATE_DEBUG") == "1":
-        traceback.print_exc(file=error_stream)
     sys.stdout.flush()
+    if os.environ.get("ARMGATE_DEBUG") == "1":
+        error_stream.write(details)
     print(_one_line(message), file=error_stream, flush=True)
     return code

@@ -305,6 +305,7 @@ def test_corrupt_file_among_good_ones_fails_naming_it(how: str, tmp_path: Path) 
         ("no CT axial series", "has no CT axial series"),
         ("model missing", "does not exist"),
         ("model not TorchScript", "not a loadable TorchScript model"),
+        ("model with another contract", "returned 3 channels"),
         ("output is a file", "not a folder"),
     ],
 )
@@ -328,6 +329,10 @@ def test_bad_input_fails_with_one_clear_line(problem: str, expected: str, tmp_pa
     elif problem == "model not TorchScript":
         model = named = tmp_path / "model.ts"
         model.write_bytes(b"PK\x03\x04 not really a TorchScript archive")
+    elif problem == "model with another contract":
+        torch = pytest.importorskip("torch")
+        model = named = tmp_path / "three-classes.ts"
+        torch.jit.save(torch.jit.trace(torch.nn.Conv3d(1, 3, 1), torch.zeros(1, 1, 8, 8, 8)), str(model))
     elif problem == "output is a file":
         output = named = tmp_path / "taken"
         output.write_text("a file where the output folder should be\n")

@@ -6,7 +6,8 @@ from typing import Any, Dict
 
 import numpy as np
 import torch
-from app_config import HU_WINDOW, ROI_SIZE, SW_BATCH_SIZE, SW_OVERLAP, TARGET_SPACING_MM
+from app_config import HU_WINDOW, ROI_SIZE, SW_BATCH_SIZE, SW_OVERLAP, TARGET_SPACING_MM, label_names
+from input_checks import AppInputError
 from monai.deploy.core import ExecutionContext, Image, InputContext, OutputContext
 from monai.deploy.operators.monai_seg_inference_operator import InMemImageReader, MonaiSegInferenceOperator
 from monai.transforms import (
@@ -17,6 +18,7 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     Invertd,
+    Lambdad,
     LoadImaged,
     Orientationd,
     ScaleIntensityRanged,
@@ -56,6 +58,7 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
     def __init__(self) -> None:
         # None for both transform chains: the base class then calls pre_process/post_process with its reader.
         super().__init__(ROI_SIZE, None, None, overlap=SW_OVERLAP, sw_batch_size=SW_BATCH_SIZE)
+        self._model_file = ""
         self.input_dataset_key = IMAGE_KEY
         self.pred_dataset_key = PRED_KEY
 
@@ -68,7 +71,18 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
         model = context.models.get(self._model_name) if context.models else None
         if model is not None and model.predictor is None:
             model.predictor = torch.jit.load(model.path, map_location="cpu").eval()
+        self._model_file = str(model.path) if model is not None else self.MODEL_LOCAL_PATH
         super().compute(op_input, op_output, context)
+
+    def _check_model_output(self, prediction: torch.Tensor) -> torch.Tensor:
+        """Stops a model with another contract, whose argmax would otherwise be a silently wrong mask."""
+        expected = 1 + len(label_names())
+        if prediction.shape[0] != expected:
+            raise AppInputError(
+                f"model file {self._model_file} returned {prediction.shape[0]} channels, expected {expected} "
+                "(background + the organs in config/labels.json); fix: pass -m with the 14-class BTCV model"
+            )
+        return prediction
 
     def _convert_dicom_metadata_datatype(self, metadata: Dict) -> Dict:
         """Same conversion as the SDK's, without printing every metadata entry to the log."""
@@ -99,6 +113,7 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
     def post_process(self, data: Compose, *args: Any, **kwargs: Any) -> Compose:
         return Compose(
             [
+                Lambdad(keys=PRED_KEY, func=self._check_model_output),
                 Activationsd(keys=PRED_KEY, softmax=True),
                 AsDiscreted(keys=PRED_KEY, argmax=True),
                 Invertd(keys=PRED_KEY, transform=data, orig_keys=IMAGE_KEY, nearest_interp=True),
