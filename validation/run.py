@@ -88,6 +88,14 @@ def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def docker_error(stderr: str) -> str:
+    """The line of a docker CLI error that says what went wrong (its last line is only a --help hint)."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Run 'docker")]
+    errors = [line for line in useful if "Error" in line or line.startswith("docker:")]
+    return (errors or useful or ["no message"])[-1]
+
+
 def _peak_memory(container_id: str) -> int | None:
     """Peak memory from the container's cgroup (v2 memory.peak or v1 max_usage), read before removal."""
     candidates = [
@@ -138,6 +146,12 @@ def run_container(
 ) -> RunResult:
     """Run one case in the container and always remove it."""
     name = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
+    found = _docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image).stdout.strip()
+    if found and found != platform:
+        # docker would try to pull the right platform from a registry and fail with an unrelated message
+        raise GateError(
+            f"image {image} is {found}, not {platform}; rebuild it with `python -m validation build`"
+        )
     model_dir, holder = model_mount(model)
     command = docker_run_command(image, name, input_dir, model_dir, output_dir, memory, platform, hardened)
     started = time.monotonic()
@@ -145,8 +159,10 @@ def run_container(
     try:
         created = subprocess.run(command, capture_output=True, text=True, check=False)
         if created.returncode != 0:
-            message = (created.stderr.strip().splitlines() or ["no message"])[-1]
-            raise GateError(f"docker run of {image} failed: {message}")
+            raise GateError(
+                f"docker run of {image} failed: {docker_error(created.stderr)}; "
+                f"check that `docker image inspect {image}` finds it"
+            )
         container_id = created.stdout.strip()
         try:
             waited = _docker("wait", name, timeout=timeout_s)
