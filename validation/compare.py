@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -264,29 +265,75 @@ def _surfaces(labels: np.ndarray, steps: Sequence[int], n_labels: int) -> _Surfa
     )
 
 
+# The near search tries at most about this many voxel offsets (whole distance shells) before the KD-tree.
+NEAR_SEARCH_OFFSETS = 64
+
+
 @dataclass(frozen=True)
 class _Grid:
-    """How a flat index maps to a voxel position in mm, shared by both masks (same layout)."""
+    """How a flat index maps to a voxel position, shared by both masks (same layout)."""
 
     shape: tuple[int, ...]
     steps: tuple[int, ...]  # flat-index distance between neighbours along each axis
     spacing: np.ndarray
 
-    def coordinates_mm(self, flat_index: np.ndarray) -> np.ndarray:
-        coordinates = np.empty((flat_index.size, len(self.shape)), dtype=np.float64)
-        for axis, (size, step) in enumerate(zip(self.shape, self.steps, strict=True)):
-            coordinates[:, axis] = (flat_index // step) % size
-        return coordinates * self.spacing
+    def voxel_coordinates(self, flat_index: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [(flat_index // step) % size for size, step in zip(self.shape, self.steps, strict=True)], axis=1
+        )
+
+    @cached_property
+    def near_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every integer offset up to a radius (whole shells, ~NEAR_SEARCH_OFFSETS of them), nearest first,
+        with its length in mm: a search over them finds exact nearest distances up to that radius."""
+        reach = np.ceil(2.0 * self.spacing.max() / self.spacing).astype(int)
+        axes = [np.arange(-r, r + 1) for r in reach]
+        offsets = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(self.shape))
+        lengths = np.sqrt(((offsets * self.spacing) ** 2).sum(axis=1))
+        order = np.argsort(lengths, kind="stable")
+        offsets, lengths = offsets[order], lengths[order]
+        # all offsets within the generated box are complete only up to its inscribed radius
+        radius = min(lengths[min(NEAR_SEARCH_OFFSETS, lengths.size) - 1], float((reach * self.spacing).min()))
+        keep = lengths <= radius
+        return offsets[keep], lengths[keep]
+
+
+def _near_search(
+    source: np.ndarray, target: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances of source voxels whose nearest target voxel is within the offsets' radius.
+
+    Source and target (voxel coordinates) go into one padded box; the target marks a dense lookup
+    table; each offset, nearest first, settles the source voxels it lands on a target from. Returns
+    the distances (NaN where unsettled) and the unsettled source rows."""
+    pad = np.abs(offsets).max(axis=0)
+    low = np.minimum(source.min(axis=0), target.min(axis=0)) - pad
+    box = np.maximum(source.max(axis=0), target.max(axis=0)) + pad - low + 1
+    box_steps = np.cumprod(np.concatenate(([1], box[:0:-1])))[::-1]  # C order within the box
+    lookup = np.zeros(int(np.prod(box)), dtype=bool)
+    lookup[(target - low) @ box_steps] = True
+    distances = np.full(source.shape[0], np.nan, dtype=np.float32)
+    pending = np.arange(source.shape[0])
+    where = (source - low) @ box_steps
+    for step, length in zip(offsets @ box_steps, lengths, strict=True):
+        hit = lookup[where + step]
+        if hit.any():
+            distances[pending[hit]] = length
+            pending, where = pending[~hit], where[~hit]
+            if not pending.size:
+                break
+    return distances, pending
 
 
 def _directed_distances(source: np.ndarray, target: np.ndarray, grid: _Grid) -> np.ndarray:
-    """Distance (mm, float32 like MONAI) from each source edge voxel to the nearest target edge voxel;
-    voxels on both surfaces are 0 without a tree query."""
-    distances = np.zeros(source.size, dtype=np.float32)
-    shared = target[np.minimum(np.searchsorted(target, source), target.size - 1)] == source
-    if not shared.all():
-        tree = cKDTree(grid.coordinates_mm(target), leafsize=32, balanced_tree=False)
-        distances[~shared] = tree.query(grid.coordinates_mm(source[~shared]), k=1, workers=1)[0]
+    """Distance (mm, float32 like MONAI) from each source edge voxel to the nearest target edge voxel:
+    near ones by the dense near search, the rest through a KD-tree of the target voxels."""
+    source_voxels, target_voxels = grid.voxel_coordinates(source), grid.voxel_coordinates(target)
+    distances, pending = _near_search(source_voxels, target_voxels, *grid.near_offsets)
+    if pending.size:
+        # compact_nodes=False: 3-5x faster queries from far points (a missing slice, a hole) than the default
+        tree = cKDTree(target_voxels * grid.spacing, leafsize=32, balanced_tree=False, compact_nodes=False)
+        distances[pending] = tree.query(source_voxels[pending] * grid.spacing, k=1, workers=1)[0]
     return distances
 
 
