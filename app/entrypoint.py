@@ -94,7 +94,7 @@ def run(argv: List[str]) -> None:
     model_file = resolve_model_file(model_path)
     check_output_dir(output_dir)
     configure_torch(thread_count())
-    workdir, owns_workdir = prepare_workdir(context.workdir)
+    workdir = prepare_workdir(context.workdir)
 
     from seg_app import MultiOrganSegApp
 
@@ -112,8 +112,7 @@ def run(argv: List[str]) -> None:
         _remove_results(output_dir)
         raise
     finally:
-        if owns_workdir:
-            shutil.rmtree(str(workdir), ignore_errors=True)
+        shutil.rmtree(str(workdir), ignore_errors=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

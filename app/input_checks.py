@@ -41,7 +41,10 @@ def _expected_pixel_bytes(dataset) -> Optional[int]:
     """Pixel data length for native (uncompressed) encodings; None when it cannot be known upfront."""
     transfer_syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     bits = int(dataset.get("BitsAllocated", 0) or 0)
-    if transfer_syntax is None or transfer_syntax.is_compressed or bits < 8:
+    try:
+        if transfer_syntax is None or transfer_syntax.is_compressed or bits < 8:
+            return None
+    except ValueError:  # a private transfer syntax pydicom does not know
         return None
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
@@ -164,28 +167,21 @@ def check_output_dir(output_dir: Path) -> None:
         ) from None
 
 
-def prepare_workdir(requested: Optional[str]) -> Tuple[Path, bool]:
-    """Returns the SDK work folder and whether this run owns (and must delete) it.
+def prepare_workdir(requested: Optional[str]) -> Path:
+    """Creates this run's private SDK work folder; the caller deletes it after the run.
 
     The SDK would otherwise create .monai_workdir in the current folder, which fails on a read-only root
-    filesystem. MONAI_WORKDIR or -w wins; else a private folder under the system temp dir is used.
+    filesystem. The folder goes under MONAI_WORKDIR (or -w) when set, else under the system temp folder;
+    a private subfolder keeps concurrent runs apart and leaves nothing behind.
     """
-    if requested:
-        workdir = Path(requested).absolute()
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=str(workdir), prefix=".armgate-probe-"):
-                pass
-        except OSError as error:
-            raise AppInputError(
-                f"work folder {workdir} (MONAI_WORKDIR or -w) is not writable ({error.strerror}); "
-                "fix: point MONAI_WORKDIR at a writable folder such as a tmpfs"
-            ) from None
-        return workdir, False
+    parent = Path(requested).absolute() if requested else None
     try:
-        return Path(tempfile.mkdtemp(prefix="armgate-workdir-")), True
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="armgate-workdir-", dir=None if parent is None else str(parent)))
     except OSError as error:
+        where = f"work folder {parent} (MONAI_WORKDIR or -w)" if parent else "the system temp folder"
         raise AppInputError(
-            f"no writable temp folder for the SDK's work files ({error}); "
-            "fix: set MONAI_WORKDIR (or TMPDIR) to a writable folder such as a tmpfs"
+            f"{where} is not writable ({error.strerror or error}); "
+            "fix: point MONAI_WORKDIR (or TMPDIR) at a writable folder such as a tmpfs"
         ) from None

@@ -240,9 +240,14 @@ def test_non_axial_ct_series_is_not_selected(tmp_path: Path) -> None:
 
 
 def test_same_input_gives_byte_identical_mask(standard_run: AppRun, tmp_path: Path) -> None:
+    """Also the locked-down set-up: SDK work files under MONAI_WORKDIR (a tmpfs in the image), none left."""
     assert_succeeded(standard_run)
-    second = run_app(case_dicom("standard"), tmp_path / "out", form="module")
+    workdir = tmp_path / "monai_workdir"
+    second = run_app(
+        case_dicom("standard"), tmp_path / "out", form="module", env={"MONAI_WORKDIR": str(workdir)}
+    )
     assert_succeeded(second)
+    assert workdir.is_dir() and not any(workdir.iterdir()), "the run must clean up its work folder"
     first_bytes = (standard_run.output / "mask.nii.gz").read_bytes()
     assert first_bytes == (second.output / "mask.nii.gz").read_bytes()
     assert first_bytes[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"
