@@ -401,19 +401,16 @@ def compare_arrays(
         overlap = np.bincount(ours.labelled_values[agrees], minlength=n_labels)
         output_labels = tuple(int(label) for label in np.flatnonzero(ours.counts[1:]) + 1)
         reference_labels = tuple(int(label) for label in np.flatnonzero(theirs.counts[1:]) + 1)
-        in_both = sorted(set(output_labels) & set(reference_labels))
-        jobs = [
-            (label, source, target)
-            for label in in_both
-            for source, target in ((ours, theirs), (theirs, ours))
-        ]
-        jobs.sort(key=lambda job: -job[1].edges(job[0]).size)
-        directed = pool.map(
-            lambda job: _directed_distances(job[1].edges(job[0]), job[2].edges(job[0]), grid), jobs
-        )
-        distances: dict[int, list[np.ndarray]] = {label: [np.empty(0)] * 2 for label in in_both}
-        for (label, source, _), values in zip(jobs, directed, strict=True):
-            distances[label][0 if source is ours else 1] = values
+        in_both = set(output_labels) & set(reference_labels)
+
+        def directed(job: tuple[int, bool]) -> np.ndarray:
+            label, from_output = job
+            source, target = (ours, theirs) if from_output else (theirs, ours)
+            return _directed_distances(source.edges(label), target.edges(label), grid)
+
+        jobs = [(label, from_output) for label in in_both for from_output in (True, False)]
+        jobs.sort(key=lambda job: -(ours if job[1] else theirs).edges(job[0]).size)
+        distances = dict(zip(jobs, pool.map(directed, jobs), strict=True))
     voxel_volume_ml = float(np.prod(grid.spacing)) / 1000.0
     per_label = tuple(
         _label_metrics(
@@ -421,7 +418,7 @@ def compare_arrays(
             label_name(label, names),
             (int(ours.counts[label]), int(theirs.counts[label]), int(overlap[label])),
             voxel_volume_ml,
-            tuple(distances[label]) if label in distances else None,  # type: ignore[arg-type]
+            (distances[label, True], distances[label, False]) if label in in_both else None,
             nsd_tolerance_mm,
         )
         for label in sorted(set(output_labels) | set(reference_labels))
