@@ -1,0 +1,247 @@
+"""The fixture cases and model: deterministic, valid CT DICOM, consistent geometry, and segmentable.
+
+The Dice tests run the real app CLI on the host (~10 s per case); they skip only when app/ is absent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from fixtures import generate
+from fixtures.make_model import build_model, save_model
+from fixtures.phantom import FIXTURES_DIR, check_layout, load_config
+
+CASES = sorted(load_config()["cases"])
+APP_PRESENT = (generate.REPO_ROOT / "app" / "__main__.py").is_file()
+
+# CT Image IOD (PS3.3 A.3): Type 1 attributes must hold a value, Type 2 ones must be present.
+TYPE_1 = {
+    "SOP Common": ["SOPClassUID", "SOPInstanceUID"],
+    "General Study": ["StudyInstanceUID"],
+    "General Series": ["Modality", "SeriesInstanceUID"],
+    "Frame of Reference": ["FrameOfReferenceUID"],
+    "Image Plane": ["PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient"],
+    "Image Pixel": ["SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+                    "BitsStored", "HighBit", "PixelRepresentation", "PixelData"],
+    "CT Image": ["ImageType", "RescaleIntercept", "RescaleSlope"],
+}
+TYPE_2 = {
+    "Patient": ["PatientName", "PatientID", "PatientBirthDate", "PatientSex"],
+    "General Study": ["StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"],
+    "General Series": ["SeriesNumber"],
+    "Frame of Reference": ["PositionReferenceIndicator"],
+    "General Equipment": ["Manufacturer"],
+    "General Image": ["InstanceNumber"],
+    "Image Plane": ["SliceThickness"],
+    "CT Image": ["KVP", "AcquisitionNumber"],
+}
+
+
+def _case_dir(name: str) -> Path:
+    return FIXTURES_DIR / "cases" / name
+
+
+def _case_toml(name: str) -> dict:
+    with (_case_dir(name) / "case.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _series(name: str) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
+    """The case's DICOM files grouped by SeriesInstanceUID, in directory listing order."""
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for path in sorted((_case_dir(name) / "dicom").iterdir()):
+        dataset = pydicom.dcmread(path)
+        groups.setdefault(dataset.SeriesInstanceUID, []).append((path, dataset))
+    return groups
+
+
+def _axial(name: str) -> list[tuple[Path, pydicom.Dataset]]:
+    return _series(name)[_case_toml(name)["input"]["expected_series_instance_uid"]]
+
+
+def test_layout_keeps_tissues_apart() -> None:
+    assert check_layout(load_config()) == []
+
+
+def test_generation_is_byte_identical(tmp_path: Path) -> None:
+    """Two generations of a case and of the model give the same bytes (goldens are carried over)."""
+    config = load_config()
+    digests = []
+    for run in ("a", "b"):
+        model = tmp_path / run / "model.ts"
+        digest = save_model(build_model(config), model)
+        generate.generate_case(config, "two-series", tmp_path / run / "case", model, digest,
+                               golden_from=_case_dir("two-series"))
+        digests.append(digest)
+    assert digests[0] == digests[1]
+    first = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    second = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert first == second
+    for relative in first:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
+    committed = sorted(p.name for p in (_case_dir("two-series") / "dicom").iterdir())
+    assert sorted(p.name for p in (tmp_path / "a" / "case" / "dicom").iterdir()) == committed
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_dicom_has_ct_image_iod_attributes(name: str) -> None:
+    for series in _series(name).values():
+        for path, ds in series:
+            assert ds.SOPClassUID == pydicom.uid.CTImageStorage, path
+            assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID, path
+            for module, keywords in TYPE_1.items():
+                for keyword in keywords:
+                    present = keyword in ds and ds[keyword].value not in (None, "")
+                    assert present, f"{path}: {module} {keyword}"
+            for module, keywords in TYPE_2.items():
+                for keyword in keywords:
+                    assert keyword in ds, f"{path}: {module} {keyword}"
+            assert ds.Modality == "CT" and ds.PhotometricInterpretation == "MONOCHROME2", path
+            assert len(ds.PixelData) == ds.Rows * ds.Columns * 2, path
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools' dciodvfy not installed")
+@pytest.mark.parametrize("name", CASES)
+def test_dciodvfy_reports_no_error(name: str) -> None:
+    files = [path for series in _series(name).values() for path, _ in series]
+    for path in files[:3] + files[-3:]:
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        problems = [line for line in (result.stdout + result.stderr).splitlines()
+                    if line.startswith(("Error", "Warning"))]
+        assert problems == [], f"{path}: {problems}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_axial_series_geometry_is_consistent(name: str) -> None:
+    series = _axial(name)
+    case = _case_toml(name)["input"]
+    assert len(series) == case["slices"] >= 64
+    first = series[0][1]
+    orientation = np.array([float(v) for v in first.ImageOrientationPatient])
+    row, col = orientation[:3], orientation[3:]
+    assert np.allclose([np.linalg.norm(row), np.linalg.norm(col)], 1.0, atol=1e-5)
+    assert abs(float(row @ col)) < 1e-5
+    normal = np.cross(row, col)
+    distances = []
+    for _, ds in series:
+        assert np.allclose([float(v) for v in ds.ImageOrientationPatient], orientation), ds.InstanceNumber
+        assert [float(v) for v in ds.PixelSpacing] == [case["pixel_spacing_mm"]] * 2
+        assert float(ds.SliceThickness) == case["slice_spacing_mm"]
+        assert (ds.Rows, ds.Columns) == (first.Rows, first.Columns) and min(ds.Rows, ds.Columns) >= 128
+        assert (float(ds.RescaleSlope), float(ds.RescaleIntercept)) == (1.0, -1024.0)
+        distances.append(float(normal @ np.array([float(v) for v in ds.ImagePositionPatient])))
+    steps = np.diff(np.sort(distances))
+    assert np.allclose(steps, case["slice_spacing_mm"], atol=1e-4)
+    in_slice_order = sorted(series, key=lambda item: float(normal @ np.array(
+        [float(v) for v in item[1].ImagePositionPatient])))
+    assert [p.name for p, _ in series] != [p.name for p, _ in in_slice_order], "file names follow slice order"
+    assert len({ds.StudyInstanceUID for _, ds in series}) == 1
+
+
+def test_two_series_case_has_a_localizer_beside_the_axial_series() -> None:
+    groups = _series("two-series")
+    assert len(groups) == 2
+    axial_uid = _case_toml("two-series")["input"]["expected_series_instance_uid"]
+    (localizer,) = [items for uid, items in groups.items() if uid != axial_uid]
+    assert all(list(ds.ImageType)[2] == "LOCALIZER" for _, ds in localizer)
+    assert all(list(ds.ImageType)[2] == "AXIAL" for _, ds in groups[axial_uid])
+    assert len({ds.StudyInstanceUID for items in groups.values() for _, ds in items}) == 1
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_ground_truth_lies_on_the_dicom_grid(name: str) -> None:
+    """Axis order (column, row, slice) with slices by ascending normal position; RAS affine from DICOM."""
+    series = _axial(name)
+    orientation = np.array([float(v) for v in series[0][1].ImageOrientationPatient])
+    row, col = orientation[:3], orientation[3:]
+    normal = np.cross(row, col)
+    ordered = sorted((ds for _, ds in series), key=lambda ds: float(normal @ np.array(
+        [float(v) for v in ds.ImagePositionPatient])))
+    first, last = (np.array([float(v) for v in ds.ImagePositionPatient]) for ds in (ordered[0], ordered[-1]))
+    spacing = [float(v) for v in ordered[0].PixelSpacing]
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = row * spacing[1], col * spacing[0]
+    lps[:3, 2], lps[:3, 3] = (last - first) / (len(ordered) - 1), first
+    truth = nib.load(_case_dir(name) / "reference" / "ground_truth.nii.gz")
+    assert truth.shape == (ordered[0].Columns, ordered[0].Rows, len(ordered))
+    assert truth.get_data_dtype() == np.uint8
+    assert np.allclose(truth.affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, atol=1e-4)
+    labels = sorted(int(v) for v in np.unique(np.asanyarray(truth.dataobj)) if v)
+    assert labels == _case_toml(name)["labels"] and len(labels) >= 5
+
+
+def test_committed_fixtures_are_small() -> None:
+    total = sum(p.stat().st_size for p in FIXTURES_DIR.rglob("*") if p.is_file())
+    assert total < 10 * 2**20
+    assert (FIXTURES_DIR / "model" / "model.ts").stat().st_size < 5 * 2**20
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden_segments_every_organ(name: str) -> None:
+    """The committed golden (the app's mask on the host) reaches the ground-truth Dice limit."""
+    case = _case_toml(name)
+    scores = generate.dice_per_label(_case_dir(name) / "reference" / "golden.nii.gz",
+                                     _case_dir(name) / "reference" / "ground_truth.nii.gz", case["labels"])
+    limit = case["tolerances"]["ground_truth"]["dice_min"]
+    assert limit >= 0.9 and min(scores.values()) >= limit, scores
+
+
+@pytest.mark.skipif(not APP_PRESENT, reason="app/ not present")
+@pytest.mark.parametrize("name", CASES)
+def test_app_segments_every_organ(name: str, tmp_path: Path) -> None:
+    """Runs the app CLI on the host: Dice >= 0.9 per organ against ground truth, and the golden reproduces."""
+    case_dir = _case_dir(name)
+    mask = generate.run_app(case_dir / "dicom", FIXTURES_DIR / "model" / "model.ts", tmp_path, 600)
+    scores = generate.dice_per_label(mask, case_dir / "reference" / "ground_truth.nii.gz",
+                                     _case_toml(name)["labels"])
+    assert min(scores.values()) >= 0.9, scores
+    assert generate.same_content(mask, case_dir / "reference" / "golden.nii.gz"), "golden is stale"
+
+
+@pytest.mark.skipif(not APP_PRESENT, reason="app/ not present")
+def test_check_names_each_modified_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--check regenerates (app included) and names a corrupted golden and an altered DICOM file."""
+    root = tmp_path / "fixtures"
+    shutil.copytree(FIXTURES_DIR / "model", root / "model")
+    shutil.copytree(_case_dir("standard"), root / "cases" / "standard")
+    golden = root / "cases" / "standard" / "reference" / "golden.nii.gz"
+    data = bytearray(golden.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    golden.write_bytes(bytes(data))
+    dicom = sorted((root / "cases" / "standard" / "dicom").iterdir())[5]
+    data = bytearray(dicom.read_bytes())
+    data[-100] ^= 0x01  # one pixel value
+    dicom.write_bytes(bytes(data))
+
+    assert generate.main(["--check", "--root", str(root), "--case", "standard"]) == 1
+    err = capsys.readouterr().err
+    assert "cases/standard/reference/golden.nii.gz (differs)" in err
+    assert f"cases/standard/dicom/{dicom.name} (differs)" in err
+    assert "2 file(s) differ" in err
+
+
+def test_content_comparison_ignores_meaningless_differences(tmp_path: Path) -> None:
+    """Same DICOM dataset written with another implementation version, same NIfTI recompressed: equal."""
+    source = sorted((_case_dir("standard") / "dicom").iterdir())[0]
+    dataset = pydicom.dcmread(source)
+    dataset.file_meta.ImplementationVersionName = "OTHER"
+    copy = tmp_path / source.name
+    dataset.save_as(copy, enforce_file_format=True)
+    assert copy.read_bytes() != source.read_bytes() and generate.same_content(source, copy)
+    truth = _case_dir("standard") / "reference" / "ground_truth.nii.gz"
+    image = nib.load(truth)
+    again = tmp_path / "truth.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine, image.header), again)
+    assert generate.same_content(truth, again)
+    labels = np.asanyarray(image.dataobj).copy()
+    labels[labels == 6] = 7
+    nib.save(nib.Nifti1Image(labels, image.affine, image.header), again)
+    assert not generate.same_content(truth, again)
