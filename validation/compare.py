@@ -594,9 +594,9 @@ def _metric_outcome(
         where = "output" if metrics.output_voxels == 0 else "reference"
         reason = f"label {metrics.name} is absent from the {where}"
     else:
-        reason = f"{prefix} {measured:.4g} {'>=' if at_least else '<='} {limit:g}" + (
-            "" if passed else " violated"
-        )
+        bound = "minimum" if at_least else "maximum"
+        verdict = "within" if passed else ("below" if at_least else "above")
+        reason = f"{prefix} {measured:.4g} {verdict} the {bound} {limit:g}"
     return CheckOutcome(f"{prefix}[{metrics.name}]", bool(passed), value, limit, reason)
 
 
