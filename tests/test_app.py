@@ -7,6 +7,7 @@ fixtures/model/model.ts; ARMGATE_FIXTURES_DIR points elsewhere (same layout). Mi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -26,11 +27,8 @@ FIXTURES = Path(os.environ.get("ARMGATE_FIXTURES_DIR", REPO / "fixtures"))
 MODEL = FIXTURES / "model" / "model.ts"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 RUN_TIMEOUT_S = 300
-# Organ names in label order (app/config/labels.json); the SEG's segment labels are these, capitalized.
-ORGANS = [
-    "spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach", "aorta",
-    "inferior vena cava", "portal and splenic veins", "pancreas", "right adrenal gland", "left adrenal gland",
-]  # fmt: skip
+# Organ names in label order (mask value - 1); the SEG's segment labels are these, capitalized.
+ORGANS = [label["name"] for label in json.loads((APP_DIR / "config" / "labels.json").read_text())["labels"]]
 
 
 def case_dicom(case: str) -> Path:
@@ -50,9 +48,15 @@ class AppRun:
     output: Path
 
 
-def run_app(input_dir: Path, output_dir: Path, model: Path = MODEL, form: str = "module",
-            cwd: Path | None = None, env: dict[str, str] | None = None) -> AppRun:  # fmt: skip
-    """Runs the app in one of the three command forms sites use; cwd only matters for "module"/"path"."""
+def run_app(
+    input_dir: Path,
+    output_dir: Path,
+    model: Path = MODEL,
+    form: str = "module",
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> AppRun:
+    """Runs the app in one of the three command forms sites use; cwd is only used by the app-folder form."""
     args = ["-i", str(input_dir), "-m", str(model), "-o", str(output_dir)]
     if form == "module":  # python -m app, from the repo root
         command, cwd = [sys.executable, "-m", "app", *args], REPO
