@@ -215,6 +215,7 @@ class GatePlugin:
 
     def __init__(self, session: GateSession) -> None:
         self.session = session
+        self.case_of: dict[str, str | None] = {}
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.stash[GATE_SESSION] = self.session
@@ -226,30 +227,25 @@ class GatePlugin:
         if "pin" in metafunc.fixturenames:
             metafunc.parametrize("pin", sorted(config.profile.pins))
 
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.case_of = {item.nodeid: getattr(item, "callspec", None) and item.callspec.params.get("case")
+                        for item in items}  # fmt: skip
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" or report.outcome != "passed":
-            if report.when == "teardown" and report.outcome == "passed":
-                return
-            callspec = report.nodeid.split("[", 1)
-            case = next(
-                (
-                    c.name
-                    for c in self.session.config.cases
-                    if len(callspec) > 1 and callspec[1].startswith(c.name)
-                ),
-                None,
-            )
-            reason = ""
-            if report.outcome != "passed":
-                crash = getattr(report.longrepr, "reprcrash", None)
-                reason = crash.message if crash is not None else str(report.longrepr)[-500:]
-            self.session.checks.append({
-                "name": report.nodeid.split("::")[-1],
-                "group": case or "image",
-                "passed": report.outcome == "passed",
-                "skipped": report.outcome == "skipped",
-                "reason": reason.strip(),
-            })  # fmt: skip
+        """One record per check: its call, or the setup phase that failed or skipped it."""
+        if report.when != "call" and report.outcome == "passed":
+            return
+        reason = ""
+        if report.outcome != "passed":
+            crash = getattr(report.longrepr, "reprcrash", None)
+            reason = crash.message if crash is not None else str(report.longrepr)[-500:]
+        self.session.checks.append({
+            "name": report.nodeid.split("::")[-1],
+            "group": self.case_of.get(report.nodeid) or "image",
+            "passed": report.outcome == "passed",
+            "skipped": report.outcome == "skipped",
+            "reason": reason.strip(),
+        })  # fmt: skip
 
 
 def resolve_image(image: str | None, profile: profiles.Profile) -> str:

@@ -111,6 +111,25 @@ def _peak_memory(container_id: str) -> int | None:
     return None
 
 
+def _wait(name: str, container_id: str, timeout_s: float) -> tuple[int | None, int | None]:
+    """(exit code or None on timeout, peak memory). The cgroup goes with the container, so it is
+    read while `docker wait` runs."""
+    waiter = subprocess.Popen(["docker", "wait", name], stdout=subprocess.PIPE, text=True)
+    deadline, peak = time.monotonic() + timeout_s, None
+    try:
+        while waiter.poll() is None and time.monotonic() < deadline:
+            peak = max(filter(None, (peak, _peak_memory(container_id))), default=None)
+            time.sleep(0.5)
+        if waiter.poll() is None:
+            return None, peak
+        output = waiter.communicate()[0].strip()
+        return (int(output) if waiter.returncode == 0 and output.isdigit() else None), peak
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+
+
 def model_mount(model: Path) -> tuple[Path, tempfile.TemporaryDirectory | None]:
     """The folder to mount at /model so that /model/model.ts is the given model file."""
     if not model.is_file():
@@ -164,13 +183,9 @@ def run_container(
                 f"check that `docker image inspect {image}` finds it"
             )
         container_id = created.stdout.strip()
-        try:
-            waited = _docker("wait", name, timeout=timeout_s)
-            result.exit_code = int(waited.stdout.strip()) if waited.returncode == 0 else None
-        except subprocess.TimeoutExpired:
-            result.timed_out = True
+        result.exit_code, result.peak_memory_bytes = _wait(name, container_id, timeout_s)
+        result.timed_out = result.exit_code is None
         result.seconds = time.monotonic() - started
-        result.peak_memory_bytes = _peak_memory(container_id)
         if result.timed_out:
             _docker("kill", name)
         state = _docker("inspect", "--format", "{{.State.OOMKilled}}", name)
