@@ -209,11 +209,13 @@ class Context:
     tags: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     app_sizes: list[int] = field(default_factory=list)  # the app image built in each repeat (rebuild)
-    logs: Path = field(init=False)
+    logs: Path | None = None  # kept after the run (next to bench.json), unlike the scratch folder
 
     def __post_init__(self) -> None:
-        self.logs = self.scratch / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.logs = self.logs or self.scratch / "logs"
+        if self.logs.exists():
+            shutil.rmtree(self.logs)
+        self.logs.mkdir(parents=True)
 
     def tag(self, what: str) -> str:
         reference = f"{BENCH_REPOSITORY}:{what}-{self.token}"
@@ -716,6 +718,7 @@ def bench(args: argparse.Namespace) -> int:
         "image": {"reference": image, "size_bytes": image_size(image)},
         "machine": machine(),
         "sections": args.sections,
+        "logs": str(args.report.with_name(args.report.stem + "-logs")),
         "errors": {},
         "figures": [],
     }
@@ -730,6 +733,7 @@ def bench(args: argparse.Namespace) -> int:
             cases=select_cases(args.cases, args.case_names or DEFAULT_CASES, scratch_dir / "cases"),
             model=args.model.resolve(),
             host_runs=not args.no_host_runs,
+            logs=args.report.with_name(args.report.stem + "-logs"),
         )
         try:
             for section in SECTIONS:
