@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,12 @@ def test_clara_profile_fails_fast_and_clearly(docker_host: None) -> None:
     assert "nvcr.io/nvidia/clara-agx/agx-pytorch:21.05-1.7-py3" in lines[0]
     assert "--profile bookworm" in lines[0]
     assert time.monotonic() - started < build.PULL_TIMEOUT_S + 10
+
+
+def test_sbom_lists_what_the_image_holds(built_image: BuildRecord) -> None:
+    sbom = json.loads(Path(built_image.sbom).read_text())
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert sbom["metadata"]["component"]["version"] == built_image.image_id
+    purls = {component["purl"] for component in sbom["components"]}
+    locked = build.lock.parse_lock(profiles.load().lock_path)
+    assert {f"pkg:pypi/{p.name}@{p.version}" for p in locked} <= purls

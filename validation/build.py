@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from validation import host, lock, profiles
+from validation import host, lock, profiles, sbom
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -41,6 +41,7 @@ class BuildRecord:
     revision: str
     seconds: float
     size_bytes: int
+    sbom: str
 
 
 def _docker(*args: str, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -216,11 +217,21 @@ def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | 
         _run_buildx(buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile))
         image_id = iidfile.read_text().strip()
     facts = image_inspect(image_id) or {}
+    platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
+    if platform != profile.platform:
+        raise GateError(
+            f"{image}: built as {platform}, expected {profile.platform}; see README troubleshooting"
+        )
+    report = report or REPORTS / "build.json"
+    lock_path = profile.lock_path if profile.install == "wheelhouse" else None
+    sbom_path = sbom.write_sbom(
+        image, image_id, profile.platform, lock_path, report.with_name("sbom.cdx.json")
+    )
     record = BuildRecord(
         image=image,
         tags=tags,
         image_id=image_id,
-        platform=f"{facts.get('Os')}/{facts.get('Architecture')}",
+        platform=platform,
         architecture=facts.get("Architecture", "?"),
         profile=profile.name,
         base=base_reference,
@@ -228,12 +239,8 @@ def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | 
         revision=revision,
         seconds=round(time.monotonic() - started, 1),
         size_bytes=int(facts.get("Size", 0)),
+        sbom=str(sbom_path),
     )
-    if record.platform != profile.platform:
-        raise GateError(
-            f"{image}: built as {record.platform}, expected {profile.platform}; see README troubleshooting"
-        )
-    report = report or REPORTS / "build.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 
 from packaging.utils import canonicalize_name
 
@@ -136,6 +137,12 @@ def test_no_build_leftovers_or_credentials(gate, image_host) -> None:
     assert not leftovers, f"left in the image: {leftovers[:10]}"
     env = " ".join(_config(gate).get("Env") or []).lower()
     assert not [word for word in SECRET_WORDS if word in env], f"image environment mentions secrets: {env}"
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", gate.config.image],
+        capture_output=True, text=True, check=True,
+    ).stdout.lower()  # fmt: skip
+    found = [word for word in SECRET_WORDS if word in history]
+    assert not found, f"the image's build history mentions {found}: a build arg or step leaked a setting"
 
 
 def test_oci_labels(gate) -> None:
