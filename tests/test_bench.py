@@ -120,3 +120,19 @@ def test_naive_dockerfile_is_single_stage_and_keeps_wheels_and_pip_cache() -> No
     assert "COPY --from=wheels" in text and "requirements.txt" in text
     assert "--no-cache-dir" not in text and "PIP_NO_CACHE_DIR" not in text
     assert "--no-index --find-links" in text
+
+
+def test_the_gates_own_container_time_comes_from_its_metrics() -> None:
+    metrics = {"cases": {"a": {"run": {"seconds": 40.5}}, "b": {"run": {"seconds": 9.5}}}}
+    assert bench.container_seconds(metrics) == 50.0
+    with pytest.raises(bench.GateError):
+        bench.container_seconds({"cases": {"a": {"run": None}}})
+
+
+def test_slowest_checks_from_junit(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite><testcase name="a" time="1.5"/><testcase name="b" time="40"/>'
+        '<testcase name="c" time="0.1"/></testsuite></testsuites>'
+    )
+    assert bench.slowest_checks(junit, 2) == [("b", 40.0), ("a", 1.5)]
