@@ -465,12 +465,6 @@ def test_gate_fails_an_image_of_the_wrong_architecture(amd64_image: str, tmp_pat
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(
-    strict=True,
-    reason="gate.py bug: test_architecture_is_arm64 needs the image_host fixture, whose docker run of an "
-    "amd64 image fails first, and start_inspection_container reports docker's last stderr line "
-    "(\"Run 'docker run --help' for more information\") instead of the architecture",
-)
 def test_wrong_architecture_check_says_which_architecture(amd64_image: str, tmp_path: Path) -> None:
     _, failed = _gate_on_amd64(amd64_image, tmp_path)
     assert "linux/amd64" in failed["test_architecture_is_arm64"], failed["test_architecture_is_arm64"]

@@ -92,20 +92,12 @@ class GateSession:
 
     def start_inspection_container(self) -> str:
         """A sleeping container of the image for testinfra's docker:// backend."""
-        command = [
-            "docker",
-            "run",
-            "--detach",
-            "--name",
-            self.inspect_name,
-            "--platform",
-            self.config.profile.platform,
-        ]
-        command += ["--network", "none", "--entrypoint", "sleep", self.config.image, "infinity"]
+        config = self.config
+        command = ["docker", "run", "--detach", "--name", self.inspect_name, "--network", "none"]
+        command += ["--platform", config.profile.platform, "--entrypoint", "sleep", config.image, "infinity"]
         started = subprocess.run(command, capture_output=True, text=True, check=False)
         if started.returncode != 0:
-            message = (started.stderr.strip().splitlines() or ["no message"])[-1]
-            raise GateError(f"cannot start image {self.config.image}: {message}")
+            raise GateError(f"cannot start image {self.config.image}: {run.docker_error(started.stderr)}")
         return self.inspect_name
 
     def stop_inspection_container(self) -> None:
