@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import subprocess
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ class GateConfig:
     reports: Path
     host_runs: bool = True
     hardened: bool = True
+    jobs: int = 2
 
 
 def label_names() -> dict[int, str]:
@@ -69,7 +72,8 @@ class GateSession:
     inspect_name: str = field(default_factory=lambda: f"{run.CONTAINER_PREFIX}inspect-{uuid.uuid4().hex[:8]}")
     checks: list[dict[str, Any]] = field(default_factory=list)
     pins: list[dict[str, Any]] = field(default_factory=list)
-    _runs: dict[tuple[str, str], run.RunResult] = field(default_factory=dict)
+    _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor | None = None
     _comparisons: dict[tuple[str, str], Comparison | None] = field(default_factory=dict)
     _image_facts: dict[str, Any] | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
@@ -103,24 +107,42 @@ class GateSession:
     def stop_inspection_container(self) -> None:
         subprocess.run(["docker", "rm", "--force", self.inspect_name], capture_output=True, check=False)
 
+    def container_name(self, name: str) -> str:
+        return f"{self.inspect_name.replace('inspect', 'case')}-{name}"
+
+    def _run(self, name: str, where: str) -> run.RunResult:
+        case = self.case(name)
+        output = run.writable_output_dir(self.case_dir(name), where)
+        if where == "host":
+            return run.run_host(case.dicom_dir, self.config.model, output, case.timeout_s)
+        return run.run_container(
+            self.config.image, case.dicom_dir, self.config.model, output, case.timeout_s, case.memory,
+            self.config.profile.platform, self.config.hardened, name=self.container_name(name),
+        )  # fmt: skip
+
+    def start_runs(self, keys: list[tuple[str, str]]) -> None:
+        """Start the selected checks' runs in the background: one case uses one core (the app runs
+        single-threaded for determinism), so the others run cases and image checks meanwhile."""
+        self._executor = self._executor or ThreadPoolExecutor(max_workers=self.config.jobs)
+        for key in keys:
+            if key not in self._runs:
+                self._runs[key] = self._executor.submit(self._run, *key)
+
+    def stop_runs(self) -> None:
+        """Remove this gate's case containers (which ends their runs) and wait for the workers."""
+        names = [self.container_name(name) for name, where in self._runs if where == "container"]
+        if names:
+            subprocess.run(["docker", "rm", "--force", *names], capture_output=True, check=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
     def container_run(self, name: str) -> run.RunResult:
-        key = (name, "container")
-        if key not in self._runs:
-            case = self.case(name)
-            output = run.writable_output_dir(self.case_dir(name), "container")
-            self._runs[key] = run.run_container(
-                self.config.image, case.dicom_dir, self.config.model, output, case.timeout_s, case.memory,
-                self.config.profile.platform, self.config.hardened,
-            )  # fmt: skip
-        return self._runs[key]
+        self.start_runs([(name, "container")])
+        return self._runs[(name, "container")].result()
 
     def host_run(self, name: str) -> run.RunResult:
-        key = (name, "host")
-        if key not in self._runs:
-            case = self.case(name)
-            output = run.writable_output_dir(self.case_dir(name), "host")
-            self._runs[key] = run.run_host(case.dicom_dir, self.config.model, output, case.timeout_s)
-        return self._runs[key]
+        self.start_runs([(name, "host")])
+        return self._runs[(name, "host")].result()
 
     def comparison(self, name: str, kind: str) -> Comparison | None:
         """The container's mask against a reference ("golden", "ground_truth" or the "host" run's mask)."""
@@ -150,12 +172,15 @@ class GateSession:
             )
         return self._seg[name]
 
+    def _finished(self, key: tuple[str, str]) -> run.RunResult | None:
+        future = self._runs.get(key)
+        return future.result() if future is not None and future.done() and not future.exception() else None
+
     def metrics(self, started: datetime.datetime, seconds: float, exit_code: int) -> dict[str, Any]:
         facts = self._image_facts or {}
         per_case = {}
         for case in self.config.cases:
-            container = self._runs.get((case.name, "container"))
-            host = self._runs.get((case.name, "host"))
+            container, host = (self._finished((case.name, where)) for where in ("container", "host"))
             mask = container.output_dir / "mask.nii.gz" if container else None
             per_case[case.name] = {
                 "dicom_dir": str(case.dicom_dir),
@@ -223,6 +248,17 @@ class GatePlugin:
         self.case_of = {item.nodeid: getattr(item, "callspec", None) and item.callspec.params.get("case")
                         for item in items}  # fmt: skip
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Start every run the selected checks need before the first check asks for one."""
+        keys = []
+        for item in session.items:
+            case = self.case_of.get(item.nodeid)
+            if case:
+                keys.append((case, "container"))
+                if item.name.startswith("test_host_agreement"):
+                    keys.append((case, "host"))
+        self.session.start_runs(sorted(set(keys), key=lambda key: (key[1] == "host", key[0])))
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """One record per check: its call, or the setup phase that failed or skipped it."""
         if report.when != "call" and report.outcome == "passed":
@@ -269,6 +305,7 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, list[str]]:
         "--no-host", action="store_true", help="skip the host runs (cross-architecture agreement)"
     )
     parser.add_argument("--not-hardened", action="store_true", help="run without --read-only/--cap-drop/...")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs at a time")
     args = parser.parse_args(argv)
     profile = profiles.load(args.profile)
     if not args.model.is_file():
@@ -281,6 +318,7 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, list[str]]:
         reports=args.reports.resolve(),
         host_runs=not args.no_host,
         hardened=not args.not_hardened,
+        jobs=max(1, args.jobs),
     )
     expressions = [f"({args.keyword})"] if args.keyword else []
     if args.no_host:
@@ -307,6 +345,7 @@ def run_gate(config: GateConfig, pytest_args: list[str]) -> int:
         exit_code = int(pytest.main(args, plugins=[GatePlugin(session)]))
     finally:
         session.stop_inspection_container()
+        session.stop_runs()
     metrics = session.metrics(started, time.monotonic() - clock, exit_code)
     (config.reports / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     html = report.write_report(metrics, config.reports)

@@ -162,9 +162,10 @@ def run_container(
     memory: str = "4g",
     platform: str = "linux/arm64",
     hardened: bool = True,
+    name: str | None = None,
 ) -> RunResult:
-    """Run one case in the container and always remove it."""
-    name = f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
+    """Run one case in the container and always remove it (removing it from outside ends the run)."""
+    name = name or f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
     found = _docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image).stdout.strip()
     if found and found != platform:
         # docker would try to pull the right platform from a registry and fail with an unrelated message
