@@ -38,7 +38,6 @@ CONTAINER_PREFIX = "armgate-bench-"
 SECTIONS = ("gate", "rebuild", "size", "compare")
 # One case keeps 3 runs within ~25 min under QEMU (~70 s per case run); with fewer cases the gate's
 # fixed cost (image checks) weighs more, so the overhead ratio is conservative. --case adds more.
-DEFAULT_CASES = ("standard",)
 APP_FILE_TO_EDIT = "app/seg_app.py"  # in the temporary tree only
 EQUAL_MAX_ABS_DIFF = 1e-6  # "values equal": armgate's metrics vs MONAI's, float noise only
 TREE_PATHS = ("app", "container", ".dockerignore")  # what the app image's build context needs
@@ -677,9 +676,10 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
-def select_cases(directory: Path, names: Sequence[str], destination: Path) -> list[cases.Case]:
-    """Copy the chosen cases aside, so fixtures regenerated mid-bench change no measurement."""
+def select_cases(directory: Path, names: Sequence[str] | None, destination: Path) -> list[cases.Case]:
+    """Copy the chosen cases (default: all) aside, so fixtures regenerated mid-bench change no measurement."""
     found = {case.name: case for case in cases.discover(directory)}
+    names = names or sorted(found)
     unknown = [name for name in names if name not in found]
     if unknown:
         raise GateError(f"{directory}: no case named {', '.join(unknown)}; have {', '.join(sorted(found))}")
@@ -713,7 +713,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--case",
         action="append",
         dest="case_names",
-        help=f"case to run (repeatable; default {DEFAULT_CASES})",
+        help="case to run (repeatable; default: every case in --cases)",
     )
     parser.add_argument("--model", type=Path, default=cases.DEFAULT_MODEL, help="TorchScript model.ts")
     parser.add_argument(
@@ -766,7 +766,7 @@ def bench(args: argparse.Namespace) -> int:
             image=image,
             runs=args.runs,
             scratch=scratch_dir,
-            cases=select_cases(args.cases, args.case_names or DEFAULT_CASES, scratch_dir / "cases"),
+            cases=select_cases(args.cases, args.case_names, scratch_dir / "cases"),
             model=args.model.resolve(),
             host_runs=not args.no_host_runs,
             logs=args.report.with_name(args.report.stem + "-logs"),
