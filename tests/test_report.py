@@ -229,7 +229,7 @@ def test_failing_report_shows_fail_reasons_and_marks_cells(failing: dict[str, An
     html = render_html(failing)
     assert '<header class="banner fail">' in html and "<h1>FAIL</h1>" in html
     assert "container run was killed by its memory limit" in html
-    assert re.search(r"dice\[liver\]</code>:\s*<span class=\"reason\">dice 0\.\d+ &gt;= 0\.99 violated", html)
+    assert re.search(r"dice\[liver\]</code>:\s*<span class=\"reason\">dice 0\.\d+ below the minimum 0\.99", html)
     assert re.search(r'<td class="num fail">0\.\d{4}</td>', html)  # the shifted liver's Dice cell
     assert '<td class="num pass">1.0000</td>' in html  # the spleen's, unchanged
     assert "killed: out of memory" in html and "No overlay: the run wrote no mask." in html
@@ -334,7 +334,7 @@ def test_console_summary(failing: dict[str, Any], passing: dict[str, Any]) -> No
     assert lines[0].startswith("acceptance FAIL")
     assert any(line.startswith("case shifted: FAIL") and "golden min Dice" in line for line in lines)
     assert "broken / run: container run was killed by its memory limit" in summary
-    assert re.search(r"shifted / golden:dice\[liver\]: dice 0\.\d+ >= 0\.99 violated", summary)
+    assert re.search(r"shifted / golden:dice\[liver\]: dice 0\.\d+ below the minimum 0\.99", summary)
     assert len(lines) <= 25
     assert console_summary(passing).startswith("acceptance PASS") and "failed checks" not in console_summary(
         passing
