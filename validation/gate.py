@@ -37,7 +37,6 @@ class GateConfig:
     cases: list[cases.Case]
     model: Path
     reports: Path
-    host_runs: bool = True
     hardened: bool = True
     jobs: int = 2
 
@@ -316,7 +315,6 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, list[str]]:
         cases=cases.discover(args.cases),
         model=args.model.resolve(),
         reports=args.reports.resolve(),
-        host_runs=not args.no_host,
         hardened=not args.not_hardened,
         jobs=max(1, args.jobs),
     )
