@@ -229,7 +229,8 @@ def test_failing_report_shows_fail_reasons_and_marks_cells(failing: dict[str, An
     html = render_html(failing)
     assert '<header class="banner fail">' in html and "<h1>FAIL</h1>" in html
     assert "container run was killed by its memory limit" in html
-    assert re.search(r"dice\[liver\]</code>:\s*<span class=\"reason\">dice 0\.\d+ below the minimum 0\.99", html)
+    reason = r"dice\[liver\]</code>:\s*<span class=\"reason\">dice 0\.\d+ below the minimum 0\.99"
+    assert re.search(reason, html)
     assert re.search(r'<td class="num fail">0\.\d{4}</td>', html)  # the shifted liver's Dice cell
     assert '<td class="num pass">1.0000</td>' in html  # the spleen's, unchanged
     assert "killed: out of memory" in html and "No overlay: the run wrote no mask." in html
