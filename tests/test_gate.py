@@ -11,8 +11,10 @@ import hashlib
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -143,3 +145,23 @@ def test_gate_fails_when_pins_differ(built_image: BuildRecord, tmp_path: Path) -
     failed = failed_checks(reports)
     assert list(failed) == ["test_pin[torch]"], failed
     assert "torch 2.10.0 is installed" in failed["test_pin[torch]"] and "==2.9.1" in failed["test_pin[torch]"]
+
+
+def test_ctrl_c_removes_the_running_containers(built_image: BuildRecord, tmp_path: Path) -> None:
+    """Interrupting the gate mid-run (as Ctrl-C does) removes its case containers and exits non-zero."""
+    before = set(run.leftover_containers())
+    command = [sys.executable, "-m", "validation", "acceptance", "--image", built_image.image_id]
+    command += ["--reports", str(tmp_path / "acceptance"), "--cases", str(one_case(tmp_path))]
+    command += ["--no-host", "-k", "test_run"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    gate_process = subprocess.Popen(command, cwd=profiles.ROOT, **pipes)
+    deadline = time.monotonic() + 120
+    while not set(run.leftover_containers()) - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    started = set(run.leftover_containers()) - before
+    gate_process.send_signal(signal.SIGINT)
+    _, stderr = gate_process.communicate(timeout=180)
+    assert started, "no case container was seen running before the interrupt"
+    assert gate_process.returncode != 0
+    assert "Traceback" not in stderr, stderr
+    assert set(run.leftover_containers()) <= before, "containers left after Ctrl-C"
