@@ -64,7 +64,7 @@ def fixtures(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Measure the gate's costs as ratios against baselines run alongside; writes reports/bench.json."""
     install_groups(session, "test")
-    session.run("python", "-m", "validation.bench", *session.posargs)
+    session.run("python", "-m", "validation", "bench", *session.posargs)
 
 
 @nox.session

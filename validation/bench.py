@@ -703,7 +703,7 @@ def write_report(path: Path, data: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m validation.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m validation bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="repeats per figure (default 3; median reported)")
     parser.add_argument("--quick", action="store_true", help="one run of each, for development")
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="a wheelhouse profile")
@@ -748,7 +748,7 @@ def bench(args: argparse.Namespace) -> int:
     started_at = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
     report: dict[str, Any] = {
-        "command": " ".join(["python -m validation.bench", *args.argv]),
+        "command": " ".join(["python -m validation bench", *args.argv]),
         "started": started_at.isoformat(timespec="seconds"),
         "runs": args.runs,
         "image": {"reference": image, "size_bytes": image_size(image)},
@@ -808,17 +808,6 @@ def bench(args: argparse.Namespace) -> int:
     return 1 if args.strict and missed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return bench(args)
-    except GateError as error:
-        print(f"armgate: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("armgate: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str]) -> int:
+    """`python -m validation bench`: GateError and Ctrl-C are handled there, as for every subcommand."""
+    return bench(parse_args(argv))
