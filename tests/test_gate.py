@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
 import shutil
 import signal
@@ -165,3 +166,64 @@ def test_ctrl_c_removes_the_running_containers(built_image: BuildRecord, tmp_pat
     assert gate_process.returncode != 0
     assert "Traceback" not in stderr, stderr
     assert set(run.leftover_containers()) <= before, "containers left after Ctrl-C"
+
+
+BROKEN_IMAGE_DOCKERFILE = """\
+FROM {image}
+USER root
+COPY x86-binary /opt/venv/lib/x86-binary
+COPY broken-1.0.dist-info /opt/venv/lib/python3.11/site-packages/broken-1.0.dist-info
+RUN rm /opt/multiorgan-seg/README.md && touch /root/leftover.whl
+ENV HTTP_PROXY=http://proxy.invalid:3128 MONAI_WORKDIR=/var/monai HOME=/root
+LABEL org.armgate.profile=other
+ENTRYPOINT ["python3", "./other.py"]
+"""
+# check -> what the broken image above (or the edited profile) does to it
+BROKEN_IMAGE_FAILURES = {
+    "test_every_elf_file_is_aarch64": "non-AArch64 ELF",
+    "test_python_version": "profile says 3.12",
+    "test_pip_check": "nonexistent-package",
+    "test_entrypoint_and_working_directory": "other.py",
+    "test_app_files_present": "README.md",
+    "test_runs_as_non_root_user": "runs as root",
+    "test_no_build_leftovers_or_credentials": "leftover.whl",
+    "test_oci_labels": "built for profile other",
+    "test_supports_locked_down_runs": "MONAI_WORKDIR",
+}
+
+
+@pytest.fixture
+def broken_image(built_image: BuildRecord, tmp_path: Path):
+    """The real image with one fault per image check layered on top (nothing pulled, no network)."""
+    context = tmp_path / "broken"
+    (context / "broken-1.0.dist-info").mkdir(parents=True)
+    (context / "broken-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken\nVersion: 1.0\nRequires-Dist: nonexistent-package\n"
+    )
+    shutil.copy("/bin/true", context / "x86-binary")  # the host's own (x86_64 on CI) executable
+    (context / "Dockerfile").write_text(BROKEN_IMAGE_DOCKERFILE.format(image=built_image.image))
+    tag = f"armgate/broken:{tmp_path.name[-20:].lower()}"
+    command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none"]
+    made = subprocess.run([*command, "--tag", tag, str(context)], capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr[-2000:]
+    yield tag
+    subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)
+
+
+def test_every_image_check_fails_on_a_broken_image(broken_image: str, tmp_path: Path) -> None:
+    expected = dict(BROKEN_IMAGE_FAILURES)
+    if platform.machine() in ("aarch64", "arm64"):
+        del expected["test_every_elf_file_is_aarch64"]  # the host's /bin/true is not foreign there
+    text = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
+    profile = tmp_path / "bookworm.toml"
+    profile.write_text(text.replace('python = "3.11"', 'python = "3.12"'))
+    reports = tmp_path / "acceptance"
+    # one case, and every case check deselected: only the image checks run
+    result = gate(broken_image, reports, "--profile", str(profile), "--cases", str(one_case(tmp_path)),
+                  "-k", "not standard")  # fmt: skip
+    assert result.returncode == 1
+    failed = failed_checks(reports)
+    assert set(failed) == set(expected), failed
+    for check, reason in expected.items():
+        assert reason in failed[check], (check, failed[check])
+        assert check in result.stdout
