@@ -110,6 +110,16 @@ def test_labels_outside_the_expected_set_fail_the_labels_check() -> None:
     assert not labels_check.passed and "outside the expected set [1, 2]: 7" in labels_check.reason
 
 
+def test_an_expected_label_absent_from_both_masks_fails_with_its_name() -> None:
+    mask = compare.LabelMask("m.nii.gz", cube(label=1), np.eye(4))
+    result = compare.compare_images(mask, mask, labels=[1, 2], names=NAMES)
+    outcomes = {o.name: o for o in compare.evaluate(result, {"dice_min": 0.9})}
+    assert result.absent_expected_labels == (2,)
+    assert not outcomes["labels"].passed
+    assert "expected but absent from both masks: spleen" in outcomes["labels"].reason
+    assert outcomes["dice[liver]"].passed  # the cause is named once, by the labels check
+
+
 def test_absent_in_both_labels_are_skipped() -> None:
     report = compare.compare_arrays(cube(label=3), cube(label=3), (1.0, 1.0, 1.0))
     assert [m.label for m in report.per_label] == [3]
@@ -328,6 +338,17 @@ def test_cli_json_and_dice_min_gate(tmp_path: Path, capsys: pytest.CaptureFixtur
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["dice[1]"]["passed"] is False and checks["dice[1]"]["limit"] == 0.9
     assert armgate_main(["compare", str(output), str(reference), "--dice-min", "0.75"]) == 0
+
+
+def test_cli_two_empty_masks_under_limits_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = np.zeros((8, 8, 8), dtype=np.uint8)
+    reference = write_mask(tmp_path / "ref.nii.gz", empty)
+    output = write_mask(tmp_path / "out.nii.gz", empty)
+    assert armgate_main(["compare", str(output), str(reference)]) == 0  # measuring alone: nothing to fail
+    capsys.readouterr()
+    assert armgate_main(["compare", str(output), str(reference), "--dice-min", "0.9"]) == 1
+    failures = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert failures == ["FAIL measured: no label in either mask: nothing to measure under the limits"]
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -464,6 +464,14 @@ class ComparisonResult:
         present = set(self.report.output_labels) | set(self.report.reference_labels)
         return tuple(sorted(present - set(self.expected_labels)))
 
+    @property
+    def absent_expected_labels(self) -> tuple[int, ...]:
+        """Expected (given an expected set) but in neither mask: no per-label metric can catch these."""
+        if not self.report or self.expected_labels is None:
+            return ()
+        present = set(self.report.output_labels) | set(self.report.reference_labels)
+        return tuple(sorted(set(self.expected_labels) - present - {0}))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output_path,
@@ -477,6 +485,7 @@ class ComparisonResult:
             "missing_labels": list(self.missing_labels),
             "extra_labels": list(self.extra_labels),
             "unexpected_labels": list(self.unexpected_labels),
+            "absent_expected_labels": list(self.absent_expected_labels),
             "per_label": [metrics.to_dict() for metrics in self.per_label],
         }
 
@@ -565,12 +574,21 @@ def _labels_outcome(result: ComparisonResult) -> CheckOutcome:
             ("missing from the output", result.missing_labels),
             ("extra in the output", result.extra_labels),
             (f"outside the expected set {list(result.expected_labels or ())}", result.unexpected_labels),
+            ("expected but absent from both masks", result.absent_expected_labels),
         )
         if labels
     ]
     if result.report is None:
         return CheckOutcome("labels", False, None, 0, "not computed: the geometry check failed")
-    count = len(result.missing_labels) + len(result.extra_labels) + len(result.unexpected_labels)
+    count = sum(
+        len(labels)
+        for labels in (
+            result.missing_labels,
+            result.extra_labels,
+            result.unexpected_labels,
+            result.absent_expected_labels,
+        )
+    )
     reason = "; ".join(problems) or f"same labels in both: {named(result.report.reference_labels) or 'none'}"
     return CheckOutcome("labels", not problems, count, 0, reason)
 
@@ -762,6 +780,13 @@ def main(argv: list[str]) -> int:
         if value is not None
     }
     outcomes = evaluate(result, given) if given else []
+    if given and not result.per_label:
+        # limits with nothing to hold them against: a gate must not pass what it never measured
+        outcomes.append(
+            CheckOutcome(
+                "measured", False, 0, None, "no label in either mask: nothing to measure under the limits"
+            )
+        )
     if args.json:
         document = result.to_dict() | ({"checks": [o.to_dict() for o in outcomes]} if given else {})
         print(json.dumps(document, indent=2))
