@@ -62,7 +62,9 @@ def test_unknown_profile_names_the_choices() -> None:
         (lambda t: t.replace('torch = "==2.10.0"', 'torch = "=>2.10"'), r"'pins.torch'"),
         (lambda t: t.replace('"numpy",', '"numpy>>1",'), r"'requirements.packages' item"),
         (lambda t: t.replace('install = "wheelhouse"', "install = 3"), r"'requirements.install'"),
-        (lambda t: t.replace("[pins]", "[pinz]"), r"'pins' is missing"),
+        (lambda t: t.replace("[pins]", "[pinz]"), r"unknown field 'pinz'"),
+        (lambda t: t.replace("pip_check_allow", "pip_check_alow"), r"unknown field 'checks.pip_check_alow'"),
+        (lambda t: t.replace('variant = "minbase"', 'varient = "minbase"'), r"unknown field 'base.varient'"),
         (lambda t: t.replace('suite = "bookworm"', 'suite = "bookworm'), r"not valid TOML"),
     ],
 )

@@ -16,12 +16,28 @@ from pathlib import Path
 from typing import Any
 
 from validation.errors import GateError
-from validation.profiles import ROOT
+from validation.compare import TOLERANCE_KEYS
+from validation.profiles import ROOT, reject_unknown_keys
 
 CASES_DIR = ROOT / "fixtures" / "cases"
 DEFAULT_MODEL = ROOT / "fixtures" / "model" / "model.ts"
 DEFAULTS_TOML = Path(__file__).with_name("tolerances.toml")
 REFERENCES = {"golden": "golden.nii.gz", "ground_truth": "ground_truth.nii.gz"}
+_TOLERANCES = dict.fromkeys(TOLERANCE_KEYS)
+CASE_SCHEMA = {
+    "name": None,
+    "description": None,
+    "labels": None,
+    "label_names": None,
+    "input": dict.fromkeys((
+        "dicom", "files", "series", "study_instance_uid", "expected_series_instance_uid", "slices",
+        "pixel_spacing_mm", "slice_spacing_mm", "patient_position",
+    )),  # fmt: skip
+    "reference": dict.fromkeys(REFERENCES),
+    "tolerances": {"golden": _TOLERANCES, "ground_truth": _TOLERANCES, "host": _TOLERANCES},
+    "run": {"timeout_s": None, "memory": None},
+    "provenance": None,  # free-form: how the case and its references were made
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,7 @@ class Case:
     memory: str
     references: dict[str, Path]  # "golden", "ground_truth" -> mask file
     description: str = ""
+    expected_series_uid: str | None = None  # the series the app must pick (and its SEG reference)
 
     def reference(self, kind: str) -> Path:
         return self.references[kind]
@@ -53,7 +70,9 @@ def _read(path: Path) -> dict[str, Any]:
 
 def load_case(path: Path) -> Case:
     defaults = _read(DEFAULTS_TOML)
+    reject_unknown_keys(DEFAULTS_TOML, defaults, {**CASE_SCHEMA["tolerances"], "run": CASE_SCHEMA["run"]})
     data = _read(path / "case.toml")
+    reject_unknown_keys(path / "case.toml", data, CASE_SCHEMA)
     case_tolerances = data.get("tolerances", {})
     tolerances = {
         kind: {**defaults[kind], **case_tolerances.get(kind, {})}
@@ -83,6 +102,7 @@ def load_case(path: Path) -> Case:
         memory=str(run["memory"]),
         references=references,
         description=str(data.get("description", "")),
+        expected_series_uid=data.get("input", {}).get("expected_series_instance_uid"),
     )
 
 

@@ -125,6 +125,30 @@ class _Fields:
         return dict(value)
 
 
+def reject_unknown_keys(path: Path, data: dict, schema: dict, prefix: str = "") -> None:
+    """A misspelt key must not silently disable what it meant to set: fail on the first unknown one.
+
+    `schema` maps each known key to None (any value) or to the schema of its table."""
+    for key, value in data.items():
+        if key not in schema:
+            raise GateError(
+                f"{path}: unknown field '{prefix}{key}'; known fields here: {', '.join(sorted(schema))}"
+            )
+        if isinstance(schema[key], dict) and isinstance(value, dict):
+            reject_unknown_keys(path, value, schema[key], f"{prefix}{key}.")
+
+
+_BASE_FIELDS = {"kind": None, "suite": None, "variant": None, "include": None, "image": None, "build_args": None}
+PROFILE_SCHEMA = {
+    "profile": {"description": None, "platform": None, "python": None},
+    "base": _BASE_FIELDS,
+    "requirements": {"install": None, "packages": None, "upgrade": None},
+    "pins": None,
+    "checks": {"pip_check_allow": None},
+}
+APP_SCHEMA = {"app": {"name": None, "source": None, "user": None, "uid": None, "entrypoint": None}}
+
+
 def _read_toml(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
@@ -153,7 +177,9 @@ def profile_path(name_or_path: str) -> Path:
 
 def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
     path = profile_path(name_or_path)
-    top = _Fields(path, _read_toml(path))
+    data = _read_toml(path)
+    reject_unknown_keys(path, data, PROFILE_SCHEMA)
+    top = _Fields(path, data)
     meta, base_fields, req, checks = (
         top.table("profile"),
         top.table("base"),
@@ -208,7 +234,9 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
 
 
 def load_app(path: Path = APP_TOML) -> App:
-    fields = _Fields(path, _read_toml(path)).table("app")
+    data = _read_toml(path)
+    reject_unknown_keys(path, data, APP_SCHEMA)
+    fields = _Fields(path, data).table("app")
     source = ROOT / fields.str("source")
     if not (source / "__main__.py").is_file():
         raise GateError(f"{path}: field 'app.source' points to {source}, which has no __main__.py")
