@@ -104,9 +104,11 @@ def make_seg(path: Path, source: list[Dataset], labels: np.ndarray, segment_name
 
 
 def write_mask(path: Path, labels: np.ndarray) -> Path:
-    """The SEG's NIfTI twin in NIfTI axis order (columns, rows, slices); voxel counts are what matter."""
+    """The SEG's NIfTI twin in NIfTI axis order (columns, rows, slices), on the series' grid: columns
+    run along patient +x (L), rows along +y (P), slices along +z, so in RAS x and y are negated."""
     nib.save(
-        nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), np.diag([0.8, 0.8, 2.0, 1.0])), path
+        nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), np.diag([-0.8, -0.8, 2.0, 1.0])),
+        path,
     )
     return path
 
@@ -168,7 +170,7 @@ def test_seg_pixels_disagreeing_with_the_mask_fail(
     assert outcomes["seg-labels"].passed
     assert (
         not outcomes["seg-pixels"].passed
-        and "Liver: 72 pixels vs 108 mask voxels" in outcomes["seg-pixels"].reason
+        and "Liver: 36 voxels differ (72 in the SEG, 108 in the mask)" in outcomes["seg-pixels"].reason
     )
 
 
@@ -213,14 +215,39 @@ def test_missing_input_directory_is_a_gate_error(tmp_path: Path) -> None:
         seg.read_input_series(tmp_path / "empty")
 
 
-def test_pixel_counts_without_the_packed_fast_path(
+@pytest.mark.parametrize(
+    "move",
+    [
+        lambda labels: labels[:, :, ::-1],  # frames mirrored left-right
+        lambda labels: labels[:, ::-1, :],  # frames upside down
+        lambda labels: np.roll(labels, 1, axis=0),  # every frame one slice off
+    ],
+    ids=["flipped-columns", "flipped-rows", "one-slice-shift"],
+)
+def test_seg_with_misplaced_frames_fails_pixels_with_equal_counts(
+    tmp_path: Path, series: tuple[Path, list[Dataset]], move
+) -> None:
+    ct_dir, source = series
+    moved = np.ascontiguousarray(move(label_map()))
+    assert np.bincount(moved.ravel()).tolist() == np.bincount(label_map().ravel()).tolist()
+    seg_path = make_seg(tmp_path / "seg.dcm", source, moved, ["liver", "right kidney"])
+    mask_path = write_mask(tmp_path / "mask.nii.gz", label_map())
+    outcomes = outcomes_by_name(seg.validate_seg(seg_path, ct_dir, NAMES, mask_path=mask_path))
+    assert outcomes["seg-labels"].passed and outcomes["seg-series"].passed
+    assert not outcomes["seg-pixels"].passed and "voxels differ" in outcomes["seg-pixels"].reason
+
+
+def test_seg_of_a_series_beside_the_expected_one_fails_series(
     tmp_path: Path, series: tuple[Path, list[Dataset]]
 ) -> None:
-    """The packed-bit count and the decoded pixel-array count (compressed or FRACTIONAL SEGs) agree."""
-    _, source = series
-    seg_path = make_seg(tmp_path / "seg.dcm", source, label_map(), ["liver", "right kidney"])
-    dataset = pydicom.dcmread(seg_path)
-    counts = seg._pixels_per_segment(dataset)
-    assert counts == {1: 72, 2: 24}
-    dataset.SegmentationType = "FRACTIONAL"  # forces the decoded path on the same data
-    assert seg._pixels_per_segment(dataset) == counts
+    """Two series in one input folder (a localizer beside the CT): only the expected one may be named."""
+    ct_dir, source = series
+    localizer = make_ct_series(ct_dir / "localizer", study_uid=source[0].StudyInstanceUID)
+    expected = str(source[0].SeriesInstanceUID)
+    right = make_seg(tmp_path / "right.dcm", source, label_map(), ["liver", "right kidney"])
+    wrong = make_seg(tmp_path / "wrong.dcm", localizer, label_map(), ["liver", "right kidney"])
+    passed = outcomes_by_name(seg.validate_seg(right, ct_dir, NAMES, expected_series=expected))
+    assert passed["seg-series"].passed
+    assert outcomes_by_name(seg.validate_seg(wrong, ct_dir, NAMES))["seg-series"].passed  # any input series
+    failed = outcomes_by_name(seg.validate_seg(wrong, ct_dir, NAMES, expected_series=expected))
+    assert not failed["seg-series"].passed and f"the case expects {expected}" in failed["seg-series"].reason

@@ -166,8 +166,13 @@ class GateSession:
             from validation import seg
 
             output = self.container_run(name).output_dir
+            case = self.case(name)
             self._seg[name] = seg.validate_seg(
-                output / "seg.dcm", self.case(name).dicom_dir, self.names, mask_path=output / "mask.nii.gz"
+                output / "seg.dcm",
+                case.dicom_dir,
+                self.names,
+                mask_path=output / "mask.nii.gz",
+                expected_series=case.expected_series_uid,
             )
         return self._seg[name]
 

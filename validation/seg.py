@@ -5,11 +5,14 @@ release as surely as a wrong mask. Checks, each a `compare.CheckOutcome` (same s
 comparison's, so the acceptance gate reports them alike):
 
 - `seg-parse`      the file is a DICOM Segmentation highdicom can read;
-- `seg-series`     its study and ReferencedSeriesSequence series are the input's;
+- `seg-series`     its study and ReferencedSeriesSequence series are the input's (and, when the case
+                   names it, exactly the series the app had to pick, not a localizer beside it);
 - `seg-instances`  every referenced SOP instance is one of the input series' instances;
 - `seg-labels`     every segment label is a declared organ name, once (case-insensitive: the app
                    capitalises names), and, given the mask, exactly the organs present in it;
-- `seg-pixels`     (given the mask) each segment holds as many pixels as the mask has voxels of its label.
+- `seg-pixels`     (given the mask) each segment's pixels, placed in patient space by their frame's
+                   position, orientation and spacing, are exactly the mask's voxels of its organ: a
+                   flipped, shifted or reordered SEG fails even when its pixel counts are right.
 
 The app renumbers present labels 1..K as segments, so segments are matched to labels by name.
 """
@@ -65,37 +68,6 @@ def _normalised(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
-def _pixels_per_segment(seg: Dataset) -> dict[int, int]:
-    """Set pixels per segment number, counted per frame (bit counts straight from packed BINARY data)."""
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    frame_segments = np.array(
-        [
-            # one-segment SEGs may identify the segment once, in the shared functional groups
-            int(
-                (
-                    getattr(item, "SegmentIdentificationSequence", None)
-                    or shared.SegmentIdentificationSequence
-                )[0].ReferencedSegmentNumber
-            )
-            for item in seg.PerFrameFunctionalGroupsSequence
-        ]
-    )
-    frames = frame_segments.size
-    pixels_per_frame = int(seg.Rows) * int(seg.Columns)
-    binary_packed = (
-        seg.SegmentationType == "BINARY"
-        and not seg.file_meta.TransferSyntaxUID.is_compressed
-        and pixels_per_frame % 8 == 0
-    )
-    if binary_packed:
-        packed = np.frombuffer(seg.PixelData, dtype=np.uint8)[: frames * pixels_per_frame // 8]
-        per_frame = np.bitwise_count(packed).reshape(frames, -1).sum(axis=1, dtype=np.int64)
-    else:
-        per_frame = np.count_nonzero(np.asarray(seg.pixel_array).reshape(frames, -1), axis=1)
-    counts = np.bincount(frame_segments, weights=per_frame, minlength=1)
-    return {int(number): int(count) for number, count in enumerate(counts) if number > 0}
-
-
 def _not_computed(names: tuple[str, ...], why: str) -> list[CheckOutcome]:
     return [CheckOutcome(name, False, None, None, f"not computed: {why}") for name in names]
 
@@ -106,6 +78,7 @@ def validate_seg(
     names: Mapping[int, str],
     *,
     mask_path: str | Path | None = None,
+    expected_series: str | None = None,
 ) -> list[CheckOutcome]:
     """All SEG checks by their stable names; `seg-pixels` only when `mask_path` is given.
 
@@ -132,7 +105,7 @@ def validate_seg(
         ]
     outcomes = [
         CheckOutcome("seg-parse", True, seg.SegmentationType, None, f"{seg.number_of_segments} segments"),
-        *validate_references(seg, input_series),
+        *validate_references(seg, input_series, expected_series),
         validate_labels(seg, names, mask),
     ]
     if mask is not None:
@@ -140,8 +113,11 @@ def validate_seg(
     return outcomes
 
 
-def validate_references(seg: Dataset, input_series: InputSeries) -> list[CheckOutcome]:
-    """`seg-series` and `seg-instances`: the SEG points at the input study, series and instances."""
+def validate_references(
+    seg: Dataset, input_series: InputSeries, expected_series: str | None = None
+) -> list[CheckOutcome]:
+    """`seg-series` and `seg-instances`: the SEG points at the input study, series and instances
+    (only the expected series, when one is given)."""
     referenced = {
         str(item.SeriesInstanceUID): {
             str(ref.ReferencedSOPInstanceUID) for ref in item.ReferencedInstanceSequence
@@ -156,9 +132,19 @@ def validate_references(seg: Dataset, input_series: InputSeries) -> list[CheckOu
         series_reason = f"references series {', '.join(foreign_series)}, not the input's"
     elif study not in input_series.study_uids:
         series_reason = f"belongs to study {study}, not the input's"
+    elif expected_series is not None and set(referenced) != {expected_series}:
+        series_reason = (
+            f"references series {', '.join(sorted(referenced))}; the case expects {expected_series} "
+            "(the app picked another series of the study)"
+        )
     else:
         series_reason = f"references input series {', '.join(sorted(referenced))}"
-    series_ok = bool(referenced) and not foreign_series and study in input_series.study_uids
+    series_ok = (
+        bool(referenced)
+        and not foreign_series
+        and study in input_series.study_uids
+        and (expected_series is None or set(referenced) == {expected_series})
+    )
 
     known = frozenset().union(*input_series.instances_by_series.values())
     instances = set().union(*referenced.values()) if referenced else set()
@@ -209,18 +195,56 @@ def validate_labels(seg: Dataset, names: Mapping[int, str], mask: LabelMask | No
     return CheckOutcome("seg-labels", not problems, segment_labels, sorted(declared), reason)
 
 
+def _frame_geometry(seg: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: segment number and ImagePositionPatient; shared: row/column directions and spacing."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    frames = seg.PerFrameFunctionalGroupsSequence
+
+    def item(frame: Dataset, sequence: str) -> Dataset:
+        # one-segment SEGs may identify the segment once, in the shared functional groups
+        return (getattr(frame, sequence, None) or getattr(shared, sequence))[0]
+
+    segments = np.array([int(item(f, "SegmentIdentificationSequence").ReferencedSegmentNumber) for f in frames])
+    positions = np.array(
+        [[float(v) for v in item(f, "PlanePositionSequence").ImagePositionPatient] for f in frames]
+    )
+    orientation = np.array([float(v) for v in item(frames[0], "PlaneOrientationSequence").ImageOrientationPatient])
+    spacing = np.array([float(v) for v in item(frames[0], "PixelMeasuresSequence").PixelSpacing])
+    return segments, positions, orientation.reshape(2, 3), spacing
+
+
+def _segment_voxels(seg: Dataset, mask: LabelMask) -> tuple[dict[int, np.ndarray], int]:
+    """Each segment's set pixels as flat voxel indices of the mask's grid, and how many pixels fall
+    off that grid (outside it, or between its voxels)."""
+    segments, positions, (row_dir, col_dir), (row_spacing, col_spacing) = _frame_geometry(seg)
+    pixels = np.asarray(seg.pixel_array).reshape(len(segments), int(seg.Rows), int(seg.Columns))
+    frame, row, col = np.nonzero(pixels)
+    # DICOM patient space (LPS): position + column index along the row direction, row index along columns
+    lps = positions[frame] + np.outer(col * col_spacing, row_dir) + np.outer(row * row_spacing, col_dir)
+    ras = lps * np.array([-1.0, -1.0, 1.0])  # NIfTI affines map to RAS
+    ijk = (np.linalg.inv(mask.affine) @ np.c_[ras, np.ones(len(ras))].T)[:3].T
+    index = np.rint(ijk).astype(np.int64)
+    on_grid = (np.abs(ijk - index) < 0.05).all(axis=1)
+    on_grid &= ((index >= 0) & (index < np.array(mask.labels.shape))).all(axis=1)
+    flat = np.ravel_multi_index(tuple(index[on_grid].T), mask.labels.shape)
+    by_segment = {int(number): flat[segments[frame[on_grid]] == number] for number in np.unique(segments)}
+    return by_segment, int((~on_grid).sum())
+
+
 def validate_pixels(seg: Dataset, names: Mapping[int, str], mask: LabelMask) -> CheckOutcome:
-    """`seg-pixels`: per organ, the SEG's pixel count equals the mask's voxel count (orientation-free)."""
+    """`seg-pixels`: per organ, the SEG's pixels in patient space are the mask's voxels of that organ."""
     label_by_name = {_normalised(name): label for label, name in names.items()}
-    mask_counts = np.bincount(mask.labels[mask.labels != 0], minlength=1)  # sparse: fast on big masks
-    seg_counts = _pixels_per_segment(seg)
-    disagreements = []
+    voxels, off_grid = _segment_voxels(seg, mask)
+    flat_mask = mask.labels.reshape(-1)
+    disagreements = [f"{off_grid} pixels fall outside the mask's grid"] if off_grid else []
     for number, label_text in sorted(_segment_labels(seg).items()):
         label = label_by_name.get(_normalised(label_text))
-        expected = int(mask_counts[label]) if label is not None and label < mask_counts.size else 0
-        if seg_counts.get(number, 0) != expected:
+        in_seg = np.unique(voxels.get(number, np.empty(0, dtype=np.int64)))
+        in_mask = np.flatnonzero(flat_mask == label) if label is not None else np.empty(0, dtype=np.int64)
+        misplaced = int(np.setxor1d(in_seg, in_mask, assume_unique=True).size)
+        if misplaced:
             disagreements.append(
-                f"{label_text}: {seg_counts.get(number, 0)} pixels vs {expected} mask voxels"
+                f"{label_text}: {misplaced} voxels differ ({in_seg.size} in the SEG, {in_mask.size} in the mask)"
             )
-    reason = "; ".join(disagreements) or f"pixel counts of all {len(seg_counts)} segments equal the mask's"
+    reason = "; ".join(disagreements) or f"all {len(voxels)} segments lie exactly on the mask's voxels"
     return CheckOutcome("seg-pixels", not disagreements, len(disagreements), 0, reason)
