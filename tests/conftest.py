@@ -12,6 +12,19 @@ from validation.build import BuildRecord
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """With CI=true nothing may skip: a missing engine, emulator, validator or base image is a
+    failure there, whichever fixture or marker would have skipped the test."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true forbids skipping {item.nodeid}: {reason}"
+    return outcome
+
+
 @pytest.fixture(scope="session")
 def docker_host() -> None:
     """Require a ready Docker host: engine, buildx and arm64 execution."""

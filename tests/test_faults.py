@@ -31,8 +31,8 @@ ROOT = profiles.ROOT
 STANDARD = cases.CASES_DIR / "standard"
 MODEL = cases.DEFAULT_MODEL
 GROUND_TRUTH = STANDARD / "reference" / "ground_truth.nii.gz"
-# Only the case run (the check test_runs_as_non_root_user also matches "test_run" and starts a container).
-ONLY_THE_RUN = "test_run and not test_runs"
+# Only the case run in the container.
+ONLY_THE_RUN = "test_container_run"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -337,7 +337,8 @@ def test_gate_refuses_an_unknown_case_toml_key(tmp_path: Path) -> None:
     folder = copy_case(tmp_path)
     edit_case_toml(folder / "standard", "[run]\n", "[run]\ntimeout = 5\n")  # meant timeout_s
     result = invoke(gate_args(tmp_path / "acceptance", "--cases", str(folder), "--image", "any:0"), tmp_path)
-    assert_one_line(result, 2, "armgate:", str(folder / "standard" / "case.toml"), "unknown field 'run.timeout'")
+    case_toml = str(folder / "standard" / "case.toml")
+    assert_one_line(result, 2, "armgate:", case_toml, "unknown field 'run.timeout'")
 
 
 # ------------------------------------------------------------------- profiles, the lock, the engine
@@ -425,14 +426,21 @@ def test_gate_fails_a_container_fault(
         edit_case_toml(case, *edit)
     reports = tmp_path / "acceptance"
     args = gate_args(reports, "--image", built_image.image_id, "--cases", str(folder), "--no-host")
-    result = invoke([*args, "-k", ONLY_THE_RUN], tmp_path, docker=True)
+    result = invoke([*args, "-k", "standard"], tmp_path, docker=True)  # every check of the case
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
     assert result.stderr.strip() == "", result.stderr
     failed = failed_checks(reports)
-    assert list(failed) == ["test_run[standard]"] and reason in failed["test_run[standard]"], failed
+    assert list(failed) == ["test_container_run[standard]"], failed  # one cause, one failure
+    assert reason in failed["test_container_run[standard]"], failed
     metrics = json.loads((reports / "metrics.json").read_text())
+    not_evaluated = [c for c in metrics["checks"] if c["status"] == "not_evaluated"]
+    assert len(not_evaluated) == len(metrics["checks"]) - 1, metrics["checks"]
+    assert all(c["reason"].startswith("not evaluated: the container run failed") for c in not_evaluated)
     assert reason in metrics["cases"]["standard"]["run"]["failure"]
-    assert "test_run[standard]" in result.stdout and reason[:40] in result.stdout, result.stdout[-3000:]
+    assert metrics["cases"]["standard"]["run"]["log_tail"] or "timed out" in reason  # the app's last words
+    assert (reports / "cases" / "standard" / "container.log").is_file()  # kept, a timeout included
+    assert "test_container_run[standard]" in result.stdout, result.stdout[-3000:]
+    assert reason[:40] in result.stdout, result.stdout[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -464,8 +472,8 @@ def _gate_on_amd64(
 def test_gate_fails_an_image_of_the_wrong_architecture(amd64_image: str, tmp_path: Path) -> None:
     result, failed = _gate_on_amd64(amd64_image, tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
-    assert set(failed) == {"test_architecture_is_arm64", "test_run[standard]"}, failed
-    assert "linux/amd64, not linux/arm64" in failed["test_run[standard]"]
+    assert set(failed) == {"test_architecture_is_arm64", "test_container_run[standard]"}, failed
+    assert "linux/amd64, not linux/arm64" in failed["test_container_run[standard]"]
     assert "test_architecture_is_arm64" in result.stdout and "linux/amd64" in result.stdout
 
 

@@ -83,6 +83,31 @@ def test_gate_passes_the_built_image(built_image: BuildRecord, tmp_path: Path) -
     assert metrics["verdict"] == "pass" and set(metrics["cases"]) == {c.name for c in cases.discover()}
 
 
+def test_no_host_leaves_out_only_the_host_checks_and_says_partial(
+    built_image: BuildRecord, tmp_path: Path
+) -> None:
+    """A case whose name contains "host" keeps every container check; the run is PARTIAL, everywhere."""
+    folder = tmp_path / "cases"
+    shutil.copytree(STANDARD, folder / "ghost-ct")
+    reports = tmp_path / "acceptance"
+    result = gate(built_image.image_id, reports, "--cases", str(folder), "--no-host")
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-2000:]
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["verdict"] == "partial" and metrics["counts"]["failed"] == 0, metrics["counts"]
+    ran = {check["name"] for check in metrics["checks"]}
+    case_checks = {"test_container_run[ghost-ct]", "test_outputs[ghost-ct]", "test_dicom_seg[ghost-ct]"}
+    assert case_checks <= ran and sum(name.startswith("test_mask[ghost-ct") for name in ran) == 12, ran
+    deselected = metrics["selection"]["deselected"]
+    assert len(deselected) == 5 and all(name.startswith("test_host_") for name in deselected), deselected
+    assert metrics["selection"]["options"] == ["--no-host"]
+    junit = ElementTree.parse(reports / "junit.xml").getroot()
+    properties = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert properties["armgate.verdict"] == "partial"
+    assert "test_host_run[ghost-ct]" in properties["armgate.deselected"]
+    assert "acceptance PARTIAL" in result.stdout and "not a release verdict" in result.stdout
+    assert "<h1>PARTIAL</h1>" in (reports / "report.html").read_text()
+
+
 def _shift(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.roll(data, 4, axis=0), affine
 
@@ -110,7 +135,7 @@ def test_gate_fails_on_a_bad_reference(built_image: BuildRecord, tmp_path: Path,
     reports = tmp_path / "acceptance"
     result = gate(built_image.image_id, reports, "--cases", str(one_case(tmp_path, edit)), "--no-host",
                   "-k", "test_mask and golden")  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stdout[-3000:]
     failed = failed_checks(reports)
     assert any(re.fullmatch(expected, name) for name in failed), failed
     assert any(name.split("[")[0] in result.stdout for name in failed), result.stdout
@@ -148,32 +173,52 @@ def test_gate_fails_when_pins_differ(built_image: BuildRecord, tmp_path: Path) -
     assert "torch 2.10.0 is installed" in failed["test_pin[torch]"] and "==2.9.1" in failed["test_pin[torch]"]
 
 
-def test_ctrl_c_removes_the_running_containers(built_image: BuildRecord, tmp_path: Path) -> None:
-    """Interrupting the gate mid-run (as Ctrl-C does) removes its case containers and exits non-zero."""
-    before = set(run.leftover_containers())
-    command = [sys.executable, "-m", "validation", "acceptance", "--image", built_image.image_id]
-    command += ["--reports", str(tmp_path / "acceptance"), "--cases", str(one_case(tmp_path))]
-    command += ["--no-host", "-k", "test_run"]
+def _gate_process(image: str, tmp_path: Path, name: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "validation", "acceptance", "--image", image, "--no-host"]
+    command += ["--reports", str(tmp_path / name / "acceptance"), "--cases", str(one_case(tmp_path / name))]
+    command += ["-k", "test_container_run"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    gate_process = subprocess.Popen(command, cwd=profiles.ROOT, **pipes)
-    deadline = time.monotonic() + 120
-    while not set(run.leftover_containers()) - before and time.monotonic() < deadline:
-        time.sleep(0.5)
-    started = set(run.leftover_containers()) - before
+    return subprocess.Popen(command, cwd=profiles.ROOT, **pipes)
+
+
+def _wait_for(condition, process: subprocess.Popen[str], limit_s: float = 600) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("moment", ["before-the-run-starts", "while-the-run-runs"])
+def test_ctrl_c_removes_the_running_containers(built_image: BuildRecord, tmp_path: Path, moment: str) -> None:
+    """An interrupt at any moment exits 130 (never a verdict), leaves none of the gate's containers,
+    and does not touch another gate running on the same engine."""
+    beside = _gate_process(built_image.image_id, tmp_path, "beside")
+    gate_process = _gate_process(built_image.image_id, tmp_path, "interrupted")
+    mine = f"org.armgate.gate-pid={gate_process.pid}"
+    if moment == "before-the-run-starts":  # the race: workers about to create their container
+        _wait_for((tmp_path / "interrupted" / "acceptance").is_dir, gate_process)
+    else:
+        _wait_for(lambda: run.leftover_containers(mine), gate_process)
+        assert run.leftover_containers(mine), "no case container was seen running before the interrupt"
     gate_process.send_signal(signal.SIGINT)
-    _, stderr = gate_process.communicate(timeout=180)
-    assert started, "no case container was seen running before the interrupt"
-    assert gate_process.returncode != 0
+    stdout, stderr = gate_process.communicate(timeout=300)
+    assert gate_process.returncode == 130, stdout[-3000:] + stderr[-2000:]
     assert "Traceback" not in stderr, stderr
-    assert set(run.leftover_containers()) <= before, "containers left after Ctrl-C"
+    assert run.leftover_containers(mine) == [], "containers left after Ctrl-C"
+    beside_out, beside_err = beside.communicate(timeout=1200)
+    beside_metrics = json.loads((tmp_path / "beside" / "acceptance" / "metrics.json").read_text())
+    assert beside_metrics["counts"]["passed"] == 1, beside_out[-3000:] + beside_err[-2000:]
+    assert beside.returncode == 3 and beside_metrics["verdict"] == "partial"  # -k: not a release verdict
 
 
 BROKEN_IMAGE_DOCKERFILE = """\
 FROM {image}
 USER root
 COPY x86-binary /opt/venv/lib/x86-binary
+COPY x86-binary /usr/lib/python3.11/x86-stdlib-binary
+COPY x86-binary /usr/local/share/x86-target
 COPY broken-1.0.dist-info /opt/venv/lib/python3.11/site-packages/broken-1.0.dist-info
-RUN rm /opt/multiorgan-seg/README.md && touch /root/leftover.whl
+RUN rm /opt/multiorgan-seg/README.md && echo "# edited after the build" >> /opt/multiorgan-seg/app_config.py \
+    && ln -s /usr/local/share/x86-target /opt/venv/bin/linked-tool && touch /root/leftover.whl
 ENV HTTP_PROXY=http://proxy.invalid:3128 MONAI_WORKDIR=/var/monai HOME=/root
 LABEL org.armgate.profile=other
 ENTRYPOINT ["python3", "./other.py"]
@@ -184,7 +229,7 @@ BROKEN_IMAGE_FAILURES = {
     "test_python_version": "profile says 3.12",
     "test_pip_check": "nonexistent-package",
     "test_entrypoint_and_working_directory": "other.py",
-    "test_app_files_present": "README.md",
+    "test_app_files_match_the_source": "missing: README.md; content differs from",
     "test_runs_as_non_root_user": "runs as root",
     "test_no_build_leftovers_or_credentials": "leftover.whl",
     "test_oci_labels": "built for profile other",
@@ -227,3 +272,28 @@ def test_every_image_check_fails_on_a_broken_image(broken_image: str, tmp_path: 
     for check, reason in expected.items():
         assert reason in failed[check], (check, failed[check])
         assert check in result.stdout
+    assert "app_config.py" in failed["test_app_files_match_the_source"]
+    if "test_every_elf_file_is_aarch64" in expected:  # the stdlib and a symlink's target are audited too
+        for path in ("/usr/lib/python3.11/x86-stdlib-binary", "/usr/local/share/x86-target"):
+            assert path in failed["test_every_elf_file_is_aarch64"], failed["test_every_elf_file_is_aarch64"]
+
+
+def test_pip_check_fails_when_pip_is_missing(built_image: BuildRecord, tmp_path: Path) -> None:
+    context = tmp_path / "no-pip"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {built_image.image}\nUSER root\nRUN rm -rf /opt/venv/lib/python3.11/site-packages/pip\n"
+    )
+    tag = f"armgate/no-pip:{tmp_path.name[-20:].lower()}"
+    command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none"]
+    made = subprocess.run([*command, "--tag", tag, str(context)], capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr[-2000:]
+    try:
+        reports = tmp_path / "acceptance"
+        result = gate(tag, reports, "--cases", str(one_case(tmp_path)), "-k", "test_pip_check")
+        assert result.returncode == 1, result.stdout[-3000:]
+        failed = failed_checks(reports)
+        assert list(failed) == ["test_pip_check"], failed
+        assert "No module named pip" in failed["test_pip_check"], failed
+    finally:
+        subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)

@@ -7,7 +7,6 @@ from pathlib import Path
 import highdicom as hd
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes

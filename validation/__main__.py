@@ -27,9 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in SUBCOMMANDS:
         print(f"usage: python -m validation {{{','.join(SUBCOMMANDS)}}} ...", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[argv[0]])
     try:
-        return module.main(argv[1:])
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     except GateError as error:
         print(f"armgate: {error}", file=sys.stderr)
         return 2

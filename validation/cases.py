@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from validation.errors import GateError
 from validation.compare import TOLERANCE_KEYS
+from validation.errors import GateError
 from validation.profiles import ROOT, reject_unknown_keys
 
 CASES_DIR = ROOT / "fixtures" / "cases"
@@ -29,10 +29,19 @@ CASE_SCHEMA = {
     "description": None,
     "labels": None,
     "label_names": None,
-    "input": dict.fromkeys((
-        "dicom", "files", "series", "study_instance_uid", "expected_series_instance_uid", "slices",
-        "pixel_spacing_mm", "slice_spacing_mm", "patient_position",
-    )),  # fmt: skip
+    "input": dict.fromkeys(
+        (
+            "dicom",
+            "files",
+            "series",
+            "study_instance_uid",
+            "expected_series_instance_uid",
+            "slices",
+            "pixel_spacing_mm",
+            "slice_spacing_mm",
+            "patient_position",
+        )
+    ),
     "reference": dict.fromkeys(REFERENCES),
     "tolerances": {"golden": _TOLERANCES, "ground_truth": _TOLERANCES, "host": _TOLERANCES},
     "run": {"timeout_s": None, "memory": None},

@@ -13,7 +13,9 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from validation import build, cases, compare, profiles, run
+from validation import build, cases, compare, profiles, run, verdict
 from validation.errors import GateError
+from validation.verdict import NOT_EVALUATED
 
 CHECKS_DIR = Path(__file__).with_name("checks")
 APP_LABELS_JSON = profiles.ROOT / "app" / "config" / "labels.json"
@@ -39,6 +42,7 @@ class GateConfig:
     reports: Path
     hardened: bool = True
     jobs: int = 2
+    no_host: bool = False
 
 
 def label_names() -> dict[int, str]:
@@ -68,8 +72,10 @@ class GateSession:
 
     config: GateConfig
     names: dict[int, str] = field(default_factory=label_names)
-    inspect_name: str = field(default_factory=lambda: f"{run.CONTAINER_PREFIX}inspect-{uuid.uuid4().hex[:8]}")
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     checks: list[dict[str, Any]] = field(default_factory=list)
+    deselected: list[str] = field(default_factory=list)
+    interrupted: threading.Event = field(default_factory=threading.Event)
     pins: list[dict[str, Any]] = field(default_factory=list)
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
@@ -93,31 +99,41 @@ class GateSession:
     def case_dir(self, name: str) -> Path:
         return self.config.reports / "cases" / name
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """On every container of this gate run: how it finds (and removes) exactly its own."""
+        return {"org.armgate.gate-run": self.run_id, "org.armgate.gate-pid": str(os.getpid())}
+
+    @property
+    def own_containers(self) -> str:
+        return f"org.armgate.gate-run={self.run_id}"
+
     def start_inspection_container(self) -> str:
         """A sleeping container of the image for testinfra's docker:// backend."""
-        config = self.config
-        command = ["docker", "run", "--detach", "--name", self.inspect_name, "--network", "none"]
+        config, name = self.config, f"{run.CONTAINER_PREFIX}{self.run_id}-inspect"
+        command = ["docker", "run", "--detach", "--name", name, "--network", "none"]
+        command += [arg for key, value in self.labels.items() for arg in ("--label", f"{key}={value}")]
         command += ["--platform", config.profile.platform, "--entrypoint", "sleep", config.image, "infinity"]
         started = subprocess.run(command, capture_output=True, text=True, check=False)
         if started.returncode != 0:
             raise GateError(f"cannot start image {self.config.image}: {run.docker_error(started.stderr)}")
-        return self.inspect_name
-
-    def stop_inspection_container(self) -> None:
-        subprocess.run(["docker", "rm", "--force", self.inspect_name], capture_output=True, check=False)
-
-    def container_name(self, name: str) -> str:
-        return f"{self.inspect_name.replace('inspect', 'case')}-{name}"
+        return name
 
     def _run(self, name: str, where: str) -> run.RunResult:
         case = self.case(name)
         output = run.writable_output_dir(self.case_dir(name), where)
         if where == "host":
-            return run.run_host(case.dicom_dir, self.config.model, output, case.timeout_s)
-        return run.run_container(
-            self.config.image, case.dicom_dir, self.config.model, output, case.timeout_s, case.memory,
-            self.config.profile.platform, self.config.hardened, name=self.container_name(name),
-        )  # fmt: skip
+            result = run.run_host(case.dicom_dir, self.config.model, output, case.timeout_s)
+        else:
+            result = run.run_container(
+                self.config.image, case.dicom_dir, self.config.model, output, case.timeout_s, case.memory,
+                self.config.profile.platform, self.config.hardened,
+                name=f"{run.CONTAINER_PREFIX}{self.run_id}-{name}",
+                labels=self.labels, cancel=self.interrupted,
+            )  # fmt: skip
+        # kept whatever happened (a timeout included), so the report can say where the app was
+        (self.case_dir(name) / f"{where}.log").write_text(result.logs)
+        return result
 
     def start_runs(self, keys: list[tuple[str, str]]) -> None:
         """Start the selected checks' runs in the background: one case uses one core (the app runs
@@ -127,13 +143,14 @@ class GateSession:
             if key not in self._runs:
                 self._runs[key] = self._executor.submit(self._run, *key)
 
-    def stop_runs(self) -> None:
-        """Remove this gate's case containers (which ends their runs) and wait for the workers."""
-        names = [self.container_name(name) for name, where in self._runs if where == "container"]
-        if names:
-            subprocess.run(["docker", "rm", "--force", *names], capture_output=True, check=False)
+    def stop(self) -> None:
+        """End every container of this gate run and wait for the workers. Workers see `interrupted`
+        before they create a container and while they wait on one, so none can start after this."""
+        self.interrupted.set()
+        run.remove_containers(self.own_containers)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+        run.remove_containers(self.own_containers)
 
     def container_run(self, name: str) -> run.RunResult:
         self.start_runs([(name, "container")])
@@ -143,28 +160,42 @@ class GateSession:
         self.start_runs([(name, "host")])
         return self._runs[(name, "host")].result()
 
-    def comparison(self, name: str, kind: str) -> Comparison | None:
+    def succeeded(self, name: str, where: str = "container") -> run.RunResult:
+        """The run a check depends on; a failed run is reported once, by its own check, and the
+        checks that depend on it are not evaluated."""
+        result = self.container_run(name) if where == "container" else self.host_run(name)
+        if not result.ok:
+            pytest.skip(f"{NOT_EVALUATED}the {where} run failed (see test_{where}_run[{name}])")
+        return result
+
+    def output(self, name: str, filename: str) -> Path:
+        path = self.succeeded(name).output_dir / filename
+        if not path.is_file():
+            pytest.skip(f"{NOT_EVALUATED}the app wrote no {filename} (see test_outputs[{name}])")
+        return path
+
+    def comparison(self, name: str, kind: str) -> Comparison:
         """The container's mask against a reference ("golden", "ground_truth" or the "host" run's mask)."""
         key = (name, kind)
         if key not in self._comparisons:
             case = self.case(name)
-            mask = self.container_run(name).output_dir / "mask.nii.gz"
-            reference = (
-                self.host_run(name).output_dir / "mask.nii.gz" if kind == "host" else case.reference(kind)
-            )
-            self._comparisons[key] = None
-            if mask.is_file() and reference.is_file():
-                tolerances = case.tolerances[kind]
-                result, outcomes = compare.gate(
-                    mask, reference, tolerances, labels=case.labels, names=self.names
-                )
-                self._comparisons[key] = Comparison(reference, tolerances, result, outcomes)
+            mask = self.output(name, "mask.nii.gz")
+            if kind == "host":
+                reference = self.succeeded(name, "host").output_dir / "mask.nii.gz"
+                if not reference.is_file():
+                    pytest.skip(f"{NOT_EVALUATED}the host run wrote no mask.nii.gz")
+            else:
+                reference = case.reference(kind)
+            tolerances = case.tolerances[kind]
+            result, outcomes = compare.gate(mask, reference, tolerances, labels=case.labels, names=self.names)
+            self._comparisons[key] = Comparison(reference, tolerances, result, outcomes)
         return self._comparisons[key]
 
     def seg_outcomes(self, name: str) -> list[compare.CheckOutcome]:
         if name not in self._seg:
             from validation import seg
 
+            self.output(name, "seg.dcm")
             output = self.container_run(name).output_dir
             case = self.case(name)
             self._seg[name] = seg.validate_seg(
@@ -180,7 +211,9 @@ class GateSession:
         future = self._runs.get(key)
         return future.result() if future is not None and future.done() and not future.exception() else None
 
-    def metrics(self, started: datetime.datetime, seconds: float, exit_code: int) -> dict[str, Any]:
+    def metrics(
+        self, started: datetime.datetime, seconds: float, outcome: verdict.Verdict, scope: verdict.Scope
+    ) -> dict[str, Any]:
         facts = self._image_facts or {}
         per_case = {}
         for case in self.config.cases:
@@ -201,7 +234,9 @@ class GateSession:
                 else None,
             }
         return {
-            "verdict": "pass" if exit_code == 0 else "fail",
+            "verdict": outcome.name,
+            "counts": outcome.to_dict(),
+            "selection": {"options": scope.options, "deselected": scope.deselected},
             "started": started.isoformat(timespec="seconds"),
             "seconds": round(seconds, 1),
             "image": {
@@ -225,6 +260,7 @@ def _run_dict(result: run.RunResult | None) -> dict[str, Any] | None:
     data["output_dir"] = str(result.output_dir)
     data.pop("logs")
     data["failure"] = result.failure()
+    data["log_tail"] = result.log_tail() if not result.ok else []
     return data
 
 
@@ -240,6 +276,9 @@ class GatePlugin:
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.stash[GATE_SESSION] = self.session
+        config.addinivalue_line(
+            "markers", "host_run: needs the app's run on the host (--no-host leaves it out)"
+        )
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         config = self.session.config
@@ -248,9 +287,19 @@ class GatePlugin:
         if "pin" in metafunc.fixturenames:
             metafunc.parametrize("pin", sorted(config.profile.pins))
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--no-host leaves out the checks marked host_run, by marker, never by a name's substring."""
+        if self.session.config.no_host:
+            left_out = [item for item in items if item.get_closest_marker("host_run")]
+            if left_out:
+                config.hook.pytest_deselected(items=left_out)
+                items[:] = [item for item in items if not item.get_closest_marker("host_run")]
         self.case_of = {item.nodeid: getattr(item, "callspec", None) and item.callspec.params.get("case")
                         for item in items}  # fmt: skip
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """Every check left out (by -k or --no-host) is named in the verdict's scope."""
+        self.session.deselected.extend(item.nodeid.split("::")[-1] for item in items)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Start every run the selected checks need before the first check asks for one."""
@@ -259,7 +308,7 @@ class GatePlugin:
             case = self.case_of.get(item.nodeid)
             if case:
                 keys.append((case, "container"))
-                if item.name.startswith("test_host_agreement"):
+                if item.get_closest_marker("host_run"):
                     keys.append((case, "host"))
         self.session.start_runs(sorted(set(keys), key=lambda key: (key[1] == "host", key[0])))
 
@@ -268,16 +317,19 @@ class GatePlugin:
         if report.when != "call" and report.outcome == "passed":
             return
         reason = ""
-        if report.outcome != "passed":
+        if isinstance(report.longrepr, tuple):  # a skip: (file, line, "Skipped: why")
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+        elif report.outcome != "passed":
             crash = getattr(report.longrepr, "reprcrash", None)
             reason = crash.message if crash is not None else str(report.longrepr)[-500:]
-        self.session.checks.append({
+        record = {
             "name": report.nodeid.split("::")[-1],
             "group": self.case_of.get(report.nodeid) or "image",
             "passed": report.outcome == "passed",
             "skipped": report.outcome == "skipped",
             "reason": reason.strip(),
-        })  # fmt: skip
+        }
+        self.session.checks.append(record | {"status": verdict.check_status(record)})
 
 
 def resolve_image(image: str | None, profile: profiles.Profile) -> str:
@@ -295,7 +347,7 @@ def resolve_image(image: str | None, profile: profiles.Profile) -> str:
     return data["image_id"]
 
 
-def parse_args(argv: list[str]) -> tuple[GateConfig, list[str]]:
+def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m validation acceptance", description=__doc__.splitlines()[0]
     )
@@ -304,9 +356,11 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, list[str]]:
     parser.add_argument("--cases", type=Path, default=cases.CASES_DIR, help="folder of case folders")
     parser.add_argument("--model", type=Path, default=cases.DEFAULT_MODEL, help="TorchScript model.ts")
     parser.add_argument("--reports", type=Path, default=build.REPORTS / "acceptance", help="output folder")
-    parser.add_argument("-k", dest="keyword", help="only checks matching this pytest -k expression")
+    parser.add_argument("-k", dest="keyword", help="only checks matching this pytest -k expression (PARTIAL)")
     parser.add_argument(
-        "--no-host", action="store_true", help="skip the host runs (cross-architecture agreement)"
+        "--no-host",
+        action="store_true",
+        help="leave out the host runs and cross-architecture checks (PARTIAL)",
     )
     parser.add_argument("--not-hardened", action="store_true", help="run without --read-only/--cap-drop/...")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs at a time")
@@ -322,14 +376,15 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, list[str]]:
         reports=args.reports.resolve(),
         hardened=not args.not_hardened,
         jobs=max(1, args.jobs),
+        no_host=args.no_host,
     )
-    expressions = [f"({args.keyword})"] if args.keyword else []
-    if args.no_host:
-        expressions.append("not host")
-    return config, ["-k", " and ".join(expressions)] if expressions else []
+    options = [f"-k {args.keyword}"] if args.keyword else []
+    options += ["--no-host"] if args.no_host else []
+    return config, verdict.Scope(options), ["-k", args.keyword] if args.keyword else []
 
 
-def run_gate(config: GateConfig, pytest_args: list[str]) -> int:
+def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -> int:
+    """Exit 0 only for PASS; 1 for FAIL, 3 for PARTIAL (see verdict.EXIT_CODES), 130 when interrupted."""
     from validation import report
 
     build.require_engine()
@@ -344,19 +399,35 @@ def run_gate(config: GateConfig, pytest_args: list[str]) -> int:
         f"--junitxml={config.reports / 'junit.xml'}", "-o", "junit_family=xunit2",
         f"--rootdir={CHECKS_DIR}", "-c", "/dev/null", *pytest_args,
     ]  # fmt: skip
+
+    def interrupt(signum: int, frame: object) -> None:
+        session.interrupted.set()  # however pytest reports it, this run is over and is no verdict
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         exit_code = int(pytest.main(args, plugins=[GatePlugin(session)]))
+    except KeyboardInterrupt:
+        session.interrupted.set()
+        exit_code = int(pytest.ExitCode.INTERRUPTED)
     finally:
-        session.stop_inspection_container()
-        session.stop_runs()
-    metrics = session.metrics(started, time.monotonic() - clock, exit_code)
+        for sig in handlers:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        session.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    interrupted = exit_code == pytest.ExitCode.INTERRUPTED or session.interrupted.is_set()
+    scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)))
+    outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
+    metrics = session.metrics(started, time.monotonic() - clock, outcome, scope)
     (config.reports / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    verdict.add_junit_properties(config.reports / "junit.xml", outcome, scope)
     html = report.write_report(metrics, config.reports)
     print(report.console_summary(metrics))
     print(f"report: {html}")
-    return 0 if exit_code == 0 else 1
+    return outcome.exit_code
 
 
 def main(argv: list[str]) -> int:
-    config, pytest_args = parse_args(argv)
-    return run_gate(config, pytest_args)
+    config, scope, pytest_args = parse_args(argv)
+    return run_gate(config, scope, pytest_args)

@@ -138,7 +138,7 @@ def reject_unknown_keys(path: Path, data: dict, schema: dict, prefix: str = "") 
             reject_unknown_keys(path, value, schema[key], f"{prefix}{key}.")
 
 
-_BASE_FIELDS = {"kind": None, "suite": None, "variant": None, "include": None, "image": None, "build_args": None}
+_BASE_FIELDS = dict.fromkeys(("kind", "suite", "variant", "include", "image", "build_args"))
 PROFILE_SCHEMA = {
     "profile": {"description": None, "platform": None, "python": None},
     "base": _BASE_FIELDS,

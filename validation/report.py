@@ -91,7 +91,25 @@ def _cases(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 def _verdict(metrics: Mapping[str, Any]) -> str:
-    return "PASS" if metrics.get("verdict") == "pass" else "FAIL"
+    """PASS, PARTIAL, FAIL or INTERRUPTED; anything unknown reads as FAIL, never as PASS."""
+    name = str(metrics.get("verdict") or "fail")
+    return name.upper() if name in ("pass", "partial", "fail", "interrupted") else "FAIL"
+
+
+def _scope_line(metrics: Mapping[str, Any]) -> str:
+    """Why a verdict is not a release verdict: what was left out or could not be evaluated."""
+    selection = metrics.get("selection") or {}
+    deselected = selection.get("deselected") or []
+    not_evaluated = sum(1 for c in _checks(metrics) if c.get("skipped"))
+    parts = []
+    if deselected:
+        options = " ".join(selection.get("options") or []) or "selection"
+        parts.append(f"{len(deselected)} checks left out by {options}")
+    if not_evaluated:
+        parts.append(f"{not_evaluated} not evaluated")
+    if metrics.get("verdict") == "interrupted":
+        parts.append("interrupted")
+    return "; ".join(parts) + ": not a release verdict" if parts else ""
 
 
 def _group_state(checks: Sequence[Mapping[str, Any]], group: str) -> str:
@@ -442,6 +460,7 @@ def _run_view(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "seconds": _seconds(run.get("seconds")),
         "memory": _bytes(run.get("peak_memory_bytes")),
         "command": shlex.join(str(part) for part in command) if command else "—",
+        "log_tail": "\n".join(run.get("log_tail") or []),
     }
 
 
@@ -483,6 +502,8 @@ def view_model(metrics: Mapping[str, Any]) -> dict[str, Any]:
     failed = _failed(checks)
     return {
         "verdict": _verdict(metrics),
+        "verdict_class": {"PASS": "pass", "PARTIAL": "partial"}.get(_verdict(metrics), "fail"),
+        "scope": _scope_line(metrics),
         "started": metrics.get("started") or "—",
         "seconds": _seconds(metrics.get("seconds")),
         "counts": {
@@ -536,11 +557,12 @@ figure{margin:8px 0}.panels{display:flex;flex-wrap:wrap;gap:12px}
 details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 </style></head>
 <body>
-<header class="banner {{ verdict|lower }}"><div class="inner">
+<header class="banner {{ verdict_class }}"><div class="inner">
 <h1>{{ verdict }}</h1>
 <p>armgate acceptance · started {{ started }} · {{ seconds }} ·
 {{ counts.total - counts.failed - counts.skipped }} of {{ counts.total }} checks passed,
-{{ counts.failed }} failed, {{ counts.skipped }} skipped</p>
+{{ counts.failed }} failed, {{ counts.skipped }} not evaluated</p>
+{% if scope %}<p class="scope">{{ scope }}</p>{% endif %}
 </div></header>
 <main>
 {% if failed %}
@@ -588,7 +610,10 @@ output mask <code>{{ case.output_mask }}</code></p>
 <td class="num">{{ run.seconds }}</td><td class="num">{{ run.memory }}</td></tr>{% endfor %}
 </table>
 {% for run in case.runs %}
-<div class="muted">{{ run.where }} command:</div><pre>{{ run.command }}</pre>{% endfor %}
+<div class="muted">{{ run.where }} command:</div><pre>{{ run.command }}</pre>
+{% if run.log_tail %}<div class="muted">the app's last lines ({{ run.where }}):</div>
+<pre>{{ run.log_tail }}</pre>{% endif %}
+{% endfor %}
 {% else %}<p class="fail">No run recorded.</p>{% endif %}
 
 {% for comparison in case.comparisons %}
@@ -639,7 +664,7 @@ output mask <code>{{ case.output_mask }}</code></p>
 <details{% if failed %} open{% endif %}><summary>{{ counts.total }} checks</summary>
 <table><tr><th>Group</th><th>Check</th><th>Result</th><th>Reason</th></tr>
 {% for check in checks %}<tr><td>{{ check.group }}</td><td><code>{{ check.name }}</code></td>
-{% if check.skipped %}<td class="skip">skipped</td>{% else %}
+{% if check.skipped %}<td class="skip">not evaluated</td>{% else %}
 <td class="{{ 'pass' if check.passed else 'fail' }}">{{ 'pass' if check.passed else 'fail' }}</td>
 {% endif %}<td>{{ check.reason }}</td></tr>{% endfor %}
 </table></details>
@@ -687,7 +712,8 @@ def console_summary(metrics: dict) -> str:
     image = metrics.get("image") or {}
     lines = [
         f"acceptance {_verdict(metrics)}: {len(checks) - len(failed) - skipped} of {len(checks)} checks "
-        f"passed, {len(failed)} failed, {skipped} skipped ({_seconds(metrics.get('seconds'))})",
+        f"passed, {len(failed)} failed, {skipped} not evaluated ({_seconds(metrics.get('seconds'))})",
+        *([_scope_line(metrics)] if _scope_line(metrics) else []),
         f"image {image.get('reference') or '—'} ({image.get('platform') or '—'}, "
         f"{(image.get('id') or '—')[:19]}, {_bytes(image.get('size_bytes'))})",
     ]

@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,20 +43,27 @@ class RunResult:
     peak_memory_bytes: int | None = None
     logs: str = ""
     command: list[str] = field(default_factory=list)
+    cancelled: bool = False  # stopped by the gate itself (interrupt), not by the app or a limit
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.oom_killed
+        return self.exit_code == 0 and not (self.timed_out or self.oom_killed or self.cancelled)
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        """The app's last words, to say where it was when it failed or was stopped."""
+        return [line for line in self.logs.strip().splitlines() if line.strip()][-lines:]
 
     def failure(self) -> str:
         """One line saying why the run did not succeed (empty when it did)."""
+        last = (self.log_tail(1) or ["(no output)"])[0][:300]
+        if self.cancelled:
+            return f"{self.where} run was stopped: the gate was interrupted"
         if self.timed_out:
-            return f"{self.where} run timed out after {self.seconds:.0f} s"
+            return f"{self.where} run timed out after {self.seconds:.0f} s; the app's last line: {last}"
         if self.oom_killed:
-            return f"{self.where} run was killed by its memory limit"
+            return f"{self.where} run was killed by its memory limit; the app's last line: {last}"
         if self.exit_code != 0:
-            last = next((line for line in reversed(self.logs.strip().splitlines()) if line.strip()), "")
-            return f"{self.where} run exited with code {self.exit_code}: {last[:300]}"
+            return f"{self.where} run exited with code {self.exit_code}: {last}"
         return ""
 
 
@@ -67,9 +76,12 @@ def docker_run_command(
     memory: str = "4g",
     platform: str = "linux/arm64",
     hardened: bool = True,
+    labels: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The seed's `docker run` contract plus the gate's limits (a pure function: unit-tested)."""
     command = ["docker", "run", "--detach", "--name", name, "--platform", platform, "--shm-size=1G"]
+    for key, value in (labels or {}).items():
+        command += ["--label", f"{key}={value}"]
     command += ["--memory", memory, "--memory-swap", memory]
     if hardened:
         command += HARDENED_FLAGS
@@ -111,13 +123,16 @@ def _peak_memory(container_id: str) -> int | None:
     return None
 
 
-def _wait(name: str, container_id: str, timeout_s: float) -> tuple[int | None, int | None]:
-    """(exit code or None on timeout, peak memory). The cgroup goes with the container, so it is
-    read while `docker wait` runs."""
+def _wait(
+    name: str, container_id: str, timeout_s: float, cancel: threading.Event | None = None
+) -> tuple[int | None, int | None]:
+    """(exit code or None on timeout or cancel, peak memory). The cgroup goes with the container, so
+    it is read while `docker wait` runs."""
     waiter = subprocess.Popen(["docker", "wait", name], stdout=subprocess.PIPE, text=True)
     deadline, peak = time.monotonic() + timeout_s, None
+    cancel = cancel or threading.Event()
     try:
-        while waiter.poll() is None and time.monotonic() < deadline:
+        while waiter.poll() is None and time.monotonic() < deadline and not cancel.is_set():
             peak = max(filter(None, (peak, _peak_memory(container_id))), default=None)
             time.sleep(0.5)
         if waiter.poll() is None:
@@ -163,9 +178,15 @@ def run_container(
     platform: str = "linux/arm64",
     hardened: bool = True,
     name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Run one case in the container and always remove it (removing it from outside ends the run)."""
+    """Run one case in the container and always remove it (removing it from outside ends the run).
+
+    `cancel` set before the start means no container is created; set during the run, it ends it."""
     name = name or f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
+    if cancel is not None and cancel.is_set():
+        return RunResult("container", output_dir, None, 0.0, cancelled=True)
     found = _docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image).stdout.strip()
     if found and found != platform:
         # docker would try to pull the right platform from a registry and fail with an unrelated message
@@ -173,7 +194,9 @@ def run_container(
             f"image {image} is {found}, not {platform}; rebuild it with `python -m validation build`"
         )
     model_dir, holder = model_mount(model)
-    command = docker_run_command(image, name, input_dir, model_dir, output_dir, memory, platform, hardened)
+    command = docker_run_command(
+        image, name, input_dir, model_dir, output_dir, memory, platform, hardened, labels
+    )
     started = time.monotonic()
     result = RunResult("container", output_dir, None, 0.0, command=command)
     try:
@@ -184,10 +207,12 @@ def run_container(
                 f"check that `docker image inspect {image}` finds it"
             )
         container_id = created.stdout.strip()
-        result.exit_code, result.peak_memory_bytes = _wait(name, container_id, timeout_s)
-        result.timed_out = result.exit_code is None
+        result.exit_code, result.peak_memory_bytes = _wait(name, container_id, timeout_s, cancel)
+        # a run ended by the gate's interrupt (from here or by removal from outside) is not the app's fault
+        result.cancelled = cancel is not None and cancel.is_set() and result.exit_code != 0
+        result.timed_out = result.exit_code is None and not result.cancelled
         result.seconds = time.monotonic() - started
-        if result.timed_out:
+        if result.exit_code is None:
             _docker("kill", name)
         state = _docker("inspect", "--format", "{{.State.OOMKilled}}", name)
         result.oom_killed = state.stdout.strip() == "true"
@@ -216,7 +241,16 @@ def run_host(input_dir: Path, model: Path, output_dir: Path, timeout_s: float) -
     return result
 
 
-def leftover_containers() -> list[str]:
-    """Names of gate containers still present (there should never be any)."""
-    listed = _docker("ps", "--all", "--filter", f"name={CONTAINER_PREFIX}", "--format", "{{.Names}}")
+def leftover_containers(label: str | None = None) -> list[str]:
+    """Names of gate containers still present (there should never be any); with `label` ("key=value"),
+    only those of one gate run, so that other gates on the same engine do not count."""
+    where = ["--filter", f"label={label}"] if label else ["--filter", f"name={CONTAINER_PREFIX}"]
+    listed = _docker("ps", "--all", *where, "--format", "{{.Names}}")
     return [line for line in listed.stdout.splitlines() if line]
+
+
+def remove_containers(label: str) -> None:
+    """Force-remove every container carrying `label` ("key=value"): ends their runs."""
+    names = leftover_containers(label)
+    if names:
+        _docker("rm", "--force", *names)

@@ -204,11 +204,15 @@ def _frame_geometry(seg: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         # one-segment SEGs may identify the segment once, in the shared functional groups
         return (getattr(frame, sequence, None) or getattr(shared, sequence))[0]
 
-    segments = np.array([int(item(f, "SegmentIdentificationSequence").ReferencedSegmentNumber) for f in frames])
+    segments = np.array(
+        [int(item(f, "SegmentIdentificationSequence").ReferencedSegmentNumber) for f in frames]
+    )
     positions = np.array(
         [[float(v) for v in item(f, "PlanePositionSequence").ImagePositionPatient] for f in frames]
     )
-    orientation = np.array([float(v) for v in item(frames[0], "PlaneOrientationSequence").ImageOrientationPatient])
+    orientation = np.array(
+        [float(v) for v in item(frames[0], "PlaneOrientationSequence").ImageOrientationPatient]
+    )
     spacing = np.array([float(v) for v in item(frames[0], "PixelMeasuresSequence").PixelSpacing])
     return segments, positions, orientation.reshape(2, 3), spacing
 
@@ -244,7 +248,8 @@ def validate_pixels(seg: Dataset, names: Mapping[int, str], mask: LabelMask) -> 
         misplaced = int(np.setxor1d(in_seg, in_mask, assume_unique=True).size)
         if misplaced:
             disagreements.append(
-                f"{label_text}: {misplaced} voxels differ ({in_seg.size} in the SEG, {in_mask.size} in the mask)"
+                f"{label_text}: {misplaced} voxels differ "
+                f"({in_seg.size} in the SEG, {in_mask.size} in the mask)"
             )
     reason = "; ".join(disagreements) or f"all {len(voxels)} segments lie exactly on the mask's voxels"
     return CheckOutcome("seg-pixels", not disagreements, len(disagreements), 0, reason)
