@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -443,12 +444,28 @@ def test_gate_fails_a_container_fault(
     assert reason[:40] in result.stdout, result.stdout[-3000:]
 
 
+def _host_tools_rootfs(rootfs: Path, tools: tuple[str, ...]) -> None:
+    """The host's own executables and the libraries ldd names for them, at the same paths."""
+    for tool in tools:
+        binary = Path(shutil.which(tool) or f"/bin/{tool}").resolve()
+        listed = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
+        libraries = [part for part in listed.split() if part.startswith("/")]
+        for source in (binary, *map(Path, libraries)):
+            target = rootfs / source.relative_to("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source.resolve(), target)
+        (rootfs / "bin").mkdir(exist_ok=True)
+        if not (rootfs / "bin" / tool).exists():
+            shutil.copy(binary, rootfs / "bin" / tool)
+
+
 @pytest.fixture(scope="module")
 def amd64_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A 1-file linux/amd64 image FROM scratch: built locally in a second, no registry involved."""
+    """A real linux/amd64 image made of the host's sh, sleep and uname (x86-64 on an x86 host), built
+    FROM scratch locally: it starts and answers the image checks, no registry involved."""
     context = tmp_path_factory.mktemp("amd64")
-    (context / "hello.txt").write_text("hello from amd64\n")
-    (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    _host_tools_rootfs(context / "rootfs", ("sh", "sleep", "uname"))
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\n")
     tag = f"armgate/faults-foreign:{uuid.uuid4().hex[:8]}"
     command = ["docker", "buildx", "build", "--platform", "linux/amd64", "--load", "--tag", tag, str(context)]
     made = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
@@ -463,8 +480,8 @@ def _gate_on_amd64(
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     reports = tmp_path / "acceptance"
     args = gate_args(reports, "--image", amd64_image, "--cases", str(copy_case(tmp_path)), "--no-host")
-    result = invoke([*args, "-k", f"test_architecture or ({ONLY_THE_RUN})"], tmp_path, docker=True,
-                    images=(amd64_image,))  # fmt: skip
+    selection = f"test_architecture or test_machine or ({ONLY_THE_RUN})"
+    result = invoke([*args, "-k", selection], tmp_path, docker=True, images=(amd64_image,))
     return result, failed_checks(reports)
 
 
@@ -472,7 +489,11 @@ def _gate_on_amd64(
 def test_gate_fails_an_image_of_the_wrong_architecture(amd64_image: str, tmp_path: Path) -> None:
     result, failed = _gate_on_amd64(amd64_image, tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
-    assert set(failed) == {"test_architecture_is_arm64", "test_container_run[standard]"}, failed
+    expected = {"test_architecture_is_arm64", "test_container_run[standard]"}
+    if platform.machine() == "x86_64":  # the host's tools are x86-64 there: the running image says so too
+        expected.add("test_machine_is_aarch64")
+        assert "uname -m inside the running image says x86_64" in failed["test_machine_is_aarch64"], failed
+    assert set(failed) == expected, failed
     assert "linux/amd64, not linux/arm64" in failed["test_container_run[standard]"]
     assert "test_architecture_is_arm64" in result.stdout and "linux/amd64" in result.stdout
 

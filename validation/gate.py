@@ -109,11 +109,13 @@ class GateSession:
         return f"org.armgate.gate-run={self.run_id}"
 
     def start_inspection_container(self) -> str:
-        """A sleeping container of the image for testinfra's docker:// backend."""
+        """A sleeping container of the image for testinfra's docker:// backend, started as the platform
+        the image says it is, so that a foreign image is inspected (and fails the checks) as what it is."""
         config, name = self.config, f"{run.CONTAINER_PREFIX}{self.run_id}-inspect"
+        platform = f"{self.image_facts.get('Os')}/{self.image_facts.get('Architecture')}"
         command = ["docker", "run", "--detach", "--name", name, "--network", "none"]
         command += [arg for key, value in self.labels.items() for arg in ("--label", f"{key}={value}")]
-        command += ["--platform", config.profile.platform, "--entrypoint", "sleep", config.image, "infinity"]
+        command += ["--platform", platform, "--entrypoint", "sleep", config.image, "infinity"]
         started = subprocess.run(command, capture_output=True, text=True, check=False)
         if started.returncode != 0:
             raise GateError(f"cannot start image {self.config.image}: {run.docker_error(started.stderr)}")
