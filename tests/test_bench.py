@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import bench, build, run
+from validation import bench, contract, run
 
 
 def test_median_of_runs_and_no_runs() -> None:
@@ -77,23 +77,16 @@ def test_figure_json_round_trips() -> None:
 
 
 def test_bare_run_is_the_gates_command_with_rm(tmp_path: Path) -> None:
-    gate_command = run.docker_run_command("img", "n", tmp_path, tmp_path, tmp_path, "4g", "linux/arm64", True)
+    mounts = contract.load().mounts
+    gate_command = run.docker_run_command(
+        "img", "n", mounts, tmp_path, tmp_path, tmp_path, "4g", "linux/arm64", True
+    )
     bare = bench.bare_run_command(gate_command)
     assert "--detach" not in bare and "--rm" in bare
     assert [arg for arg in bare if arg != "--rm"] == [arg for arg in gate_command if arg != "--detach"]
     assert bare.index("--rm") == gate_command.index("--detach")  # same flags, same order
     with pytest.raises(ValueError):
         bench.bare_run_command(bare)
-
-
-def test_rebuilds_point_at_the_temporary_tree(tmp_path: Path) -> None:
-    args = ["--platform", "linux/arm64", "--file", str(build.DOCKERFILE), "--tag", "t", str(build.ROOT)]
-    moved = bench.retarget_build(args, tmp_path)
-    assert moved[-1] == str(tmp_path)
-    assert moved[moved.index("--file") + 1] == str(tmp_path / "container" / "Dockerfile")
-    assert str(build.ROOT) not in moved
-    assert bench.retarget_build(args, tmp_path, no_cache=True)[0] == "--no-cache"
-    assert args[-1] == str(build.ROOT)  # the caller's list is not changed
 
 
 def test_app_change_is_a_trailing_comment(tmp_path: Path) -> None:

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from validation import build, profiles
+import pytest
+
+from validation import build, contract, profiles
+from validation.errors import GateError
 
 
 def _args(profile_name: str, tmp_path: Path) -> list[str]:
     profile = profiles.load(profile_name)
-    app = profiles.App("demo", profiles.ROOT / "app", "monai", 1000, ("python3",))
+    app = contract.load()
+    context = build.stage_context(app, tmp_path)
     return build.buildx_args(
-        profile, app, profile.base.reference, tmp_path, ["armgate/demo:x"], {"l": "v"}, tmp_path / "iid"
+        profile,
+        app,
+        profile.base.reference,
+        tmp_path,
+        ["armgate/demo:x"],
+        {"l": "v"},
+        tmp_path / "iid",
+        context,
     )
 
 
@@ -31,7 +42,30 @@ def test_default_profile_builds_hermetically_for_arm64(tmp_path: Path) -> None:
     assert values["LOCK_FILE"] == "bookworm-aarch64.txt"
     assert values["BASE_IMAGE"].startswith("armgate/base:bookworm-")
     assert "PACKAGES" not in values
-    assert args[-1] == str(profiles.ROOT)
+    assert args[-1] == str(tmp_path / "context")
+
+
+def test_the_context_holds_the_app_and_the_contracts_entrypoint(tmp_path: Path) -> None:
+    """Only the app's folder (no bytecode) is sent, and the ENTRYPOINT is the contract's."""
+    app = contract.load()
+    (app.source / "__pycache__").mkdir(exist_ok=True)
+    context = build.stage_context(app, tmp_path)
+    assert sorted(path.name for path in context.iterdir()) == ["Dockerfile", "app"]
+    assert not list(context.rglob("__pycache__")) and (context / "app" / app.main).is_file()
+    entry = [
+        line for line in (context / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT")
+    ]
+    assert entry == [
+        'ENTRYPOINT ["python3", "./__main__.py", "-i", "/input", "-m", "/model/model.ts", "-o", "/output"]'
+    ]
+
+
+def test_a_profile_below_the_apps_python_floor_fails_in_one_line(tmp_path: Path) -> None:
+    text = (profiles.PROFILES_DIR / "bookworm.toml").read_text().replace('python = "3.11"', 'python = "3.6"')
+    old = tmp_path / "old-python.toml"
+    old.write_text(text)
+    with pytest.raises(GateError, match=r"Python 3\.6 is below the 3\.8 that .*app\.toml declares"):
+        build.check_python_floor(profiles.load(str(old)), contract.load())
 
 
 def test_clara_profile_passes_the_seeds_build_args(tmp_path: Path) -> None:
@@ -49,5 +83,5 @@ def test_dockerfile_keeps_wheels_and_caches_out_of_layers() -> None:
     assert "COPY wheels" not in text and "ADD wheels" not in text
     assert "PIP_NO_CACHE_DIR=1" in text
     # The app is copied after the packages are installed, so app changes reuse the package layer.
-    assert text.index('pip" install') < text.index("COPY ${APP_SOURCE}")
+    assert text.index('pip" install') < text.index("COPY app/")
     assert "\nUSER ${APP_USER}" in text

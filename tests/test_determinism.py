@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from validation import cases, profiles, run
+from validation import cases, contract, profiles, run
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+APP = contract.load()
 CONCURRENT_CASES = ("standard", "oblique")
 SELECTION = "test_container_run or test_mask"
 
@@ -29,7 +30,7 @@ def copy_cases(tmp_path: Path, folder: str, *names: str) -> Path:
     """A cases folder with copies of fixture cases (the ground truth stands in for a golden not made yet)."""
     target = tmp_path / folder
     for name in names:
-        shutil.copytree(cases.CASES_DIR / name, target / name)
+        shutil.copytree(APP.default_cases / name, target / name)
         golden = target / name / "reference" / "golden.nii.gz"
         if not golden.is_file():
             shutil.copy(target / name / "reference" / "ground_truth.nii.gz", golden)
@@ -59,7 +60,7 @@ def test_same_case_twice_gives_identical_masks(built_image: BuildRecord, tmp_pat
     def one_run(name: str) -> run.RunResult:
         output = run.writable_output_dir(tmp_path, name)
         return run.run_container(
-            built_image.image_id, case.dicom_dir, cases.DEFAULT_MODEL, output, case.timeout_s, case.memory
+            built_image.image_id, APP, case.dicom_dir, APP.default_model, output, case.timeout_s, case.memory
         )
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -26,11 +26,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from validation import build, cases, lock, profiles, run
+from validation import build, contract, lock, profiles, run
 
 ROOT = profiles.ROOT
-STANDARD = cases.CASES_DIR / "standard"
-MODEL = cases.DEFAULT_MODEL
+APP = contract.load()
+STANDARD = APP.default_cases / "standard"
+MODEL = APP.default_model
 GROUND_TRUTH = STANDARD / "reference" / "ground_truth.nii.gz"
 # Only the case run in the container.
 ONLY_THE_RUN = "test_container_run"
@@ -107,7 +108,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *needle
 def copy_case(tmp_path: Path, name: str = "standard") -> Path:
     """A cases folder holding a copy of one fixture case (a golden stands in until the fixtures have one)."""
     folder = tmp_path / "cases"
-    shutil.copytree(cases.CASES_DIR / name, folder / name)
+    shutil.copytree(APP.default_cases / name, folder / name)
     golden = folder / name / "reference" / "golden.nii.gz"
     if not golden.is_file():
         shutil.copy(folder / name / "reference" / "ground_truth.nii.gz", golden)

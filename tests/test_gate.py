@@ -23,11 +23,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from validation import cases, profiles, run
+from validation import cases, contract, profiles, run
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-STANDARD = cases.CASES_DIR / "standard"
+APP = contract.load()
+STANDARD = APP.default_cases / "standard"
 
 
 def gate(image: str, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,7 +81,8 @@ def test_gate_passes_the_built_image(built_image: BuildRecord, tmp_path: Path) -
     html = (reports / "report.html").read_text()
     assert "data:image/png;base64," in html and "PASS" in html
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert metrics["verdict"] == "pass" and set(metrics["cases"]) == {c.name for c in cases.discover()}
+    assert metrics["verdict"] == "pass"
+    assert set(metrics["cases"]) == {case.name for case in cases.discover(APP.default_cases)}
 
 
 def test_no_host_leaves_out_only_the_host_checks_and_says_partial(

@@ -84,19 +84,3 @@ def test_image_placeholder_without_build_arg(tmp_path: Path) -> None:
         profiles.load(str(broken))
 
 
-def test_app_contract_matches_dockerfile() -> None:
-    """The entry point is data in container/app.toml; the Dockerfile must say the same."""
-    app = profiles.load_app()
-    dockerfile = (profiles.ROOT / "container" / "Dockerfile").read_text()
-    entry = next(line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT"))
-    assert entry == "ENTRYPOINT " + str(list(app.entrypoint)).replace("'", '"')
-    assert app.entrypoint == (
-        "python3",
-        "./__main__.py",
-        "-i",
-        "/input",
-        "-m",
-        "/model/model.ts",
-        "-o",
-        "/output",
-    )

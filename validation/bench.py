@@ -24,11 +24,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from validation import build, cases, lock, profiles, run
+from validation import build, cases, contract, lock, profiles, run
 from validation.errors import GateError
 
 REPORT = build.REPORTS / "bench.json"
@@ -174,16 +174,6 @@ def bare_run_command(gate_command: Sequence[str]) -> list[str]:
     return command
 
 
-def retarget_build(args: Sequence[str], tree: Path, no_cache: bool = False) -> list[str]:
-    """build.buildx_args() for the repo, pointed at a copy of it (context and Dockerfile)."""
-    out = list(args)
-    if out[-1] != str(build.ROOT):
-        raise ValueError("expected the build context (the repo root) as the last argument")
-    out[-1] = str(tree)
-    out[out.index("--file") + 1] = str(tree / build.DOCKERFILE.relative_to(build.ROOT))
-    return ["--no-cache", *out] if no_cache else out
-
-
 def append_comment(path: Path, text: str) -> None:
     """An app-code-only change that alters no behaviour: a comment at the end of one file."""
     with path.open("a") as handle:
@@ -279,8 +269,10 @@ def build_app_image(ctx: Context, tree: Path, tag: str, no_cache: bool, log_name
     wheels = lock.ensure_wheelhouse(ctx.profile)
     labels = {"org.armgate.bench": ctx.token}
     iidfile = ctx.scratch / f"iid-{uuid.uuid4().hex[:8]}"
-    args = build.buildx_args(ctx.profile, profiles.load_app(), base, wheels, [tag], labels, iidfile)
-    buildx(retarget_build(args, tree, no_cache), ctx.logs / log_name)
+    app = replace(contract.load(), source=tree / "app")  # the default app, from the copied tree
+    context = build.stage_context(app, Path(tempfile.mkdtemp(dir=ctx.scratch)))
+    args = build.buildx_args(ctx.profile, app, base, wheels, [tag], labels, iidfile, context)
+    buildx(["--no-cache", *args] if no_cache else args, ctx.logs / log_name)
     return time.monotonic() - started
 
 
@@ -343,11 +335,13 @@ def timed_bare_run(ctx: Context, case: cases.Case, index: int) -> float:
     """One plain `docker run --rm` of exactly the gate's command for this case, timed."""
     name = f"{CONTAINER_PREFIX}{ctx.token}-{index}-{case.name}"
     ctx.containers.append(name)
-    model_dir, holder = run.model_mount(ctx.model)
+    app = contract.load()
+    model_dir, holder = run.model_mount(ctx.model, app.mounts)
     output = run.writable_output_dir(ctx.scratch / "bare", f"{case.name}-{index}")
     command = bare_run_command(
         run.docker_run_command(
-            ctx.image, name, case.dicom_dir, model_dir, output, case.memory, ctx.profile.platform, True
+            ctx.image, name, app.mounts, case.dicom_dir, model_dir, output, case.memory,
+            ctx.profile.platform, True,
         )
     )
     try:
@@ -370,7 +364,7 @@ def timed_bare_run(ctx: Context, case: cases.Case, index: int) -> float:
 
 def timed_host_run(ctx: Context, case: cases.Case, index: int) -> float:
     output = run.writable_output_dir(ctx.scratch / "host", f"{case.name}-{index}")
-    result = run.run_host(case.dicom_dir, ctx.model, output, case.timeout_s)
+    result = run.run_host(contract.load(), case.dicom_dir, ctx.model, output, case.timeout_s)
     (ctx.logs / f"host-{case.name}-{index}.log").write_text(result.logs)
     if not result.ok:
         raise GateError(f"host run of case {case.name}: {result.failure()}")
@@ -708,14 +702,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one run of each, for development")
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="a wheelhouse profile")
     parser.add_argument("--image", help="image to gate (default: the one in reports/build.json)")
-    parser.add_argument("--cases", type=Path, default=cases.CASES_DIR, help="folder of case folders")
+    parser.add_argument("--cases", type=Path, default=contract.load().default_cases, help="case folders")
     parser.add_argument(
         "--case",
         action="append",
         dest="case_names",
         help="case to run (repeatable; default: every case in --cases)",
     )
-    parser.add_argument("--model", type=Path, default=cases.DEFAULT_MODEL, help="TorchScript model.ts")
+    parser.add_argument("--model", type=Path, default=contract.load().default_model, help="TorchScript model")
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}"
     )
@@ -744,7 +738,7 @@ def bench(args: argparse.Namespace) -> int:
             f"profile {profile.name}: the bench needs a hermetic (wheelhouse, debootstrap) profile"
         )
     build.require_engine()
-    image = gate.resolve_image(args.image, profile)
+    image = gate.resolve_image(args.image, profile, contract.load())
     started_at = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
     report: dict[str, Any] = {

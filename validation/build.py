@@ -16,7 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from validation import host, lock, profiles, sbom
+from packaging.version import Version
+
+from validation import contract, host, lock, profiles, sbom
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -42,6 +44,18 @@ class BuildRecord:
     seconds: float
     size_bytes: int
     sbom: str
+    app_name: str
+    app_contract: str
+
+    @classmethod
+    def read(cls, path: Path) -> BuildRecord:
+        """The record `nox -s build` wrote; one line naming the file when there is none (or an old one)."""
+        if not path.is_file():
+            raise GateError(f"{path}: no build record; run `nox -s build` first or pass --image REF")
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            raise GateError(f"{path}: not a build record of this armgate; run `nox -s build` again") from None
 
 
 def _docker(*args: str, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -155,20 +169,30 @@ def _run_buildx(args: list[str]) -> None:
         raise GateError("docker buildx build failed: the build log above names the failing step")
 
 
+def stage_context(app: contract.AppContract, scratch: Path) -> Path:
+    """The build context: the app's folder as app/ (no bytecode) and the Dockerfile with the
+    contract's ENTRYPOINT, so an app anywhere on disk builds the same way as this repo's."""
+    context = scratch / "context"
+    shutil.copytree(app.source, context / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    entrypoint = json.dumps(list(app.entrypoint))
+    (context / "Dockerfile").write_text(DOCKERFILE.read_text() + f"ENTRYPOINT {entrypoint}\n")
+    return context
+
+
 def buildx_args(
     profile: profiles.Profile,
-    app: profiles.App,
+    app: contract.AppContract,
     base_reference: str,
     wheels: Path,
     tags: list[str],
     labels: dict[str, str],
     iidfile: Path,
+    context: Path,
 ) -> list[str]:
     """The arguments of `docker buildx build` for the app image (a pure function: unit-tested)."""
     build_args = {
         "BASE_IMAGE": base_reference,
         "APP_NAME": app.name,
-        "APP_SOURCE": app.source.relative_to(ROOT).as_posix(),
         "APP_USER": app.user,
         "APP_UID": str(app.uid),
         "INSTALL_MODE": profile.install,
@@ -180,7 +204,8 @@ def buildx_args(
         build_args["UPGRADE"] = " ".join(profile.upgrade)
     # Hermetic profiles build with no network at all: a step that tries to download fails loudly.
     network = "none" if profile.install == "wheelhouse" else "default"
-    args = ["--platform", profile.platform, "--load", "--network", network, "--file", str(DOCKERFILE)]
+    args = ["--platform", profile.platform, "--load", "--network", network]
+    args += ["--file", str(context / "Dockerfile")]
     args += ["--build-context", f"wheels={wheels}", "--build-context", f"locks={profile.lock_path.parent}"]
     for key, value in {**profile.base.build_args, **build_args}.items():
         args += ["--build-arg", f"{key}={value}"]
@@ -188,12 +213,27 @@ def buildx_args(
         args += ["--label", f"{key}={value}"]
     for tag in tags:
         args += ["--tag", tag]
-    return [*args, "--iidfile", str(iidfile), str(ROOT)]
+    return [*args, "--iidfile", str(iidfile), str(context)]
 
 
-def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | None = None) -> BuildRecord:
+def check_python_floor(profile: profiles.Profile, app: contract.AppContract) -> None:
+    """A profile whose Python the app cannot run on fails here, in one line, not mid-build."""
+    if Version(profile.python) < Version(app.python_min):
+        raise GateError(
+            f"{profile.path}: Python {profile.python} is below the {app.python_min} that {app.path} "
+            f"declares (app.python_min); choose a profile with Python >= {app.python_min}"
+        )
+
+
+def build(
+    profile: profiles.Profile,
+    extra_tags: list[str] = (),
+    report: Path | None = None,
+    app: contract.AppContract | None = None,
+) -> BuildRecord:
+    app = app or contract.load()
+    check_python_floor(profile, app)
     require_engine()
-    app = profiles.load_app()
     started = time.monotonic()
     if profile.base.kind == "debootstrap":
         base_reference = make_debootstrap_base(profile)
@@ -214,7 +254,8 @@ def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | 
     with tempfile.TemporaryDirectory() as scratch:
         wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
         iidfile = Path(scratch) / "iid"
-        _run_buildx(buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile))
+        context = stage_context(app, Path(scratch))
+        _run_buildx(buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context))
         image_id = iidfile.read_text().strip()
     facts = image_inspect(image_id) or {}
     platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
@@ -240,6 +281,8 @@ def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | 
         seconds=round(time.monotonic() - started, 1),
         size_bytes=int(facts.get("Size", 0)),
         sbom=str(sbom_path),
+        app_name=app.name,
+        app_contract=str(app.path),
     )
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(asdict(record), indent=2) + "\n")
@@ -251,8 +294,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="profile name or TOML path")
     parser.add_argument("--tag", action="append", default=[], help="an extra tag for the image")
     parser.add_argument("--report", type=Path, help="where to write build.json (default reports/build.json)")
+    parser.add_argument("--app", type=Path, default=contract.DEFAULT_CONTRACT, help="app contract (TOML)")
     args = parser.parse_args(argv)
-    record = build(profiles.load(args.profile), args.tag, args.report)
+    record = build(profiles.load(args.profile), args.tag, args.report, contract.load(args.app))
     print(
         f"built {record.image} ({record.image_id[:19]}) {record.platform}, "
         f"{record.size_bytes / 1e9:.2f} GB in {record.seconds:.0f} s"

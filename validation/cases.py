@@ -1,6 +1,6 @@
 """Fixture cases: a DICOM series, reference masks and a case.toml, one folder each.
 
-Layout (fixtures/cases/<name>/ or any folder passed with --cases):
+Layout (the app contract's default cases folder, or any folder passed with --cases):
     dicom/                      the input series (one study; may hold several series)
     reference/golden.nii.gz     the app's mask on the reference platform
     reference/ground_truth.nii.gz
@@ -11,16 +11,16 @@ Tolerances not given in case.toml come from validation/tolerances.toml.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from validation.compare import TOLERANCE_KEYS
+from validation.contract import AppContract
 from validation.errors import GateError
-from validation.profiles import ROOT, reject_unknown_keys
+from validation.profiles import reject_unknown_keys
 
-CASES_DIR = ROOT / "fixtures" / "cases"
-DEFAULT_MODEL = ROOT / "fixtures" / "model" / "model.ts"
 DEFAULTS_TOML = Path(__file__).with_name("tolerances.toml")
 REFERENCES = {"golden": "golden.nii.gz", "ground_truth": "ground_truth.nii.gz"}
 _TOLERANCES = dict.fromkeys(TOLERANCE_KEYS)
@@ -77,7 +77,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise GateError(f"{path}: not valid TOML ({error}); fix the syntax") from None
 
 
-def load_case(path: Path) -> Case:
+def load_case(path: Path, known_labels: Iterable[int] | None = None) -> Case:
+    """One case folder, checked; `known_labels` (the app contract's) bound the case's labels."""
     defaults = _read(DEFAULTS_TOML)
     reject_unknown_keys(DEFAULTS_TOML, defaults, {**CASE_SCHEMA["tolerances"], "run": CASE_SCHEMA["run"]})
     data = _read(path / "case.toml")
@@ -91,6 +92,12 @@ def load_case(path: Path) -> Case:
     labels = data.get("labels")
     if not isinstance(labels, list) or not all(isinstance(label, int) for label in labels):
         raise GateError(f"{path / 'case.toml'}: field 'labels' must list the label ids present, e.g. [1, 6]")
+    unknown = sorted(set(labels) - set(known_labels)) if known_labels is not None else []
+    if unknown:
+        raise GateError(
+            f"{path / 'case.toml'}: field 'labels' has {unknown}, which the app contract does not declare; "
+            "gate this case with its own app's contract (--app FILE)"
+        )
     dicom_dir = path / data.get("input", {}).get("dicom", "dicom")
     if not dicom_dir.is_dir():
         raise GateError(f"{dicom_dir}: the case's DICOM folder is missing; put the series there")
@@ -115,10 +122,11 @@ def load_case(path: Path) -> Case:
     )
 
 
-def discover(cases_dir: Path = CASES_DIR) -> list[Case]:
+def discover(cases_dir: Path, app: AppContract | None = None) -> list[Case]:
     if not cases_dir.is_dir():
         raise GateError(f"{cases_dir}: cases folder not found; pass --cases DIR with one folder per case")
-    found = [load_case(path) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()]
+    known = app.labels if app is not None else None
+    found = [load_case(path, known) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()]
     if not found:
         raise GateError(f"{cases_dir}: no case folders (each needs a case.toml); see fixtures/README.md")
     return found

@@ -689,7 +689,7 @@ def gate(
 
 
 def load_names(path: str | Path) -> dict[int, str]:
-    """Label names from a JSON object {"1": "liver", ...}."""
+    """Label names from a JSON object {"1": "lesion", ...}."""
     path = Path(path)
     try:
         mapping = json.loads(path.read_text())
@@ -698,7 +698,7 @@ def load_names(path: str | Path) -> dict[int, str]:
         raise GateError(f"{path}: cannot read label names ({error.strerror})") from None
     except (ValueError, AttributeError):
         raise GateError(
-            f'{path}: label names must be a JSON object of id -> name, e.g. {{"1": "liver"}}'
+            f'{path}: label names must be a JSON object of id -> name, e.g. {{"1": "lesion"}}'
         ) from None
 
 
@@ -747,7 +747,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("output", help="output label mask (.nii/.nii.gz)")
     parser.add_argument("reference", help="reference label mask on the same grid")
     parser.add_argument("--labels", type=_label_list, help="expected label ids, e.g. 1,2,3")
-    parser.add_argument("--names", help='JSON file of label names, {"1": "liver", ...}')
+    parser.add_argument("--names", help='JSON file of label names, {"1": "lesion", ...}')
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM, metavar="MM")
     parser.add_argument("--affine-atol", type=float, default=DEFAULT_AFFINE_ATOL_MM, metavar="MM")

@@ -25,17 +25,17 @@ from typing import Any
 
 import pytest
 
-from validation import build, cases, compare, profiles, run, verdict
+from validation import build, cases, compare, contract, profiles, run, verdict
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
 CHECKS_DIR = Path(__file__).with_name("checks")
-APP_LABELS_JSON = profiles.ROOT / "app" / "config" / "labels.json"
 
 
 @dataclass
 class GateConfig:
     profile: profiles.Profile
+    app: contract.AppContract
     image: str
     cases: list[cases.Case]
     model: Path
@@ -43,11 +43,6 @@ class GateConfig:
     hardened: bool = True
     jobs: int = 2
     no_host: bool = False
-
-
-def label_names() -> dict[int, str]:
-    data = json.loads(APP_LABELS_JSON.read_text())
-    return {int(entry["value"]): entry["name"] for entry in data["labels"]}
 
 
 @dataclass
@@ -71,7 +66,6 @@ class GateSession:
     """Shared state of one gate run; fixtures hand it to the checks, which never redo its work."""
 
     config: GateConfig
-    names: dict[int, str] = field(default_factory=label_names)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     checks: list[dict[str, Any]] = field(default_factory=list)
     deselected: list[str] = field(default_factory=list)
@@ -92,6 +86,10 @@ class GateSession:
                 raise GateError(f"image {self.config.image} not found; build it with `nox -s build`")
             self._image_facts = facts
         return self._image_facts
+
+    @property
+    def names(self) -> dict[int, str]:
+        return self.config.app.labels
 
     def case(self, name: str) -> cases.Case:
         return next(case for case in self.config.cases if case.name == name)
@@ -125,11 +123,11 @@ class GateSession:
         case = self.case(name)
         output = run.writable_output_dir(self.case_dir(name), where)
         if where == "host":
-            result = run.run_host(case.dicom_dir, self.config.model, output, case.timeout_s)
+            result = run.run_host(self.config.app, case.dicom_dir, self.config.model, output, case.timeout_s)
         else:
             result = run.run_container(
-                self.config.image, case.dicom_dir, self.config.model, output, case.timeout_s, case.memory,
-                self.config.profile.platform, self.config.hardened,
+                self.config.image, self.config.app, case.dicom_dir, self.config.model, output,
+                case.timeout_s, case.memory, self.config.profile.platform, self.config.hardened,
                 name=f"{run.CONTAINER_PREFIX}{self.run_id}-{name}",
                 labels=self.labels, cancel=self.interrupted,
             )  # fmt: skip
@@ -180,12 +178,12 @@ class GateSession:
         """The container's mask against a reference ("golden", "ground_truth" or the "host" run's mask)."""
         key = (name, kind)
         if key not in self._comparisons:
-            case = self.case(name)
-            mask = self.output(name, "mask.nii.gz")
+            case, mask_name = self.case(name), self.config.app.mask
+            mask = self.output(name, mask_name)
             if kind == "host":
-                reference = self.succeeded(name, "host").output_dir / "mask.nii.gz"
+                reference = self.succeeded(name, "host").output_dir / mask_name
                 if not reference.is_file():
-                    pytest.skip(f"{NOT_EVALUATED}the host run wrote no mask.nii.gz")
+                    pytest.skip(f"{NOT_EVALUATED}the host run wrote no {mask_name}")
             else:
                 reference = case.reference(kind)
             tolerances = case.tolerances[kind]
@@ -197,14 +195,14 @@ class GateSession:
         if name not in self._seg:
             from validation import seg
 
-            self.output(name, "seg.dcm")
+            app, case = self.config.app, self.case(name)
+            self.output(name, app.seg)
             output = self.container_run(name).output_dir
-            case = self.case(name)
             self._seg[name] = seg.validate_seg(
-                output / "seg.dcm",
+                output / app.seg,
                 case.dicom_dir,
                 self.names,
-                mask_path=output / "mask.nii.gz",
+                mask_path=output / app.mask,
                 expected_series=case.expected_series_uid,
             )
         return self._seg[name]
@@ -220,7 +218,7 @@ class GateSession:
         per_case = {}
         for case in self.config.cases:
             container, host = (self._finished((case.name, where)) for where in ("container", "host"))
-            mask = container.output_dir / "mask.nii.gz" if container else None
+            mask = container.output_dir / self.config.app.mask if container else None
             per_case[case.name] = {
                 "dicom_dir": str(case.dicom_dir),
                 "output_mask": str(mask) if mask and mask.is_file() else None,
@@ -240,6 +238,13 @@ class GateSession:
             "counts": outcome.to_dict(),
             "selection": {"options": scope.options, "deselected": scope.deselected},
             "started": started.isoformat(timespec="seconds"),
+            "app": {
+                "contract": str(self.config.app.path),
+                "name": self.config.app.name,
+                "mask": self.config.app.mask,
+                "seg": self.config.app.seg,
+                "window_hu": list(self.config.app.window_hu),
+            },
             "seconds": round(seconds, 1),
             "image": {
                 "reference": self.config.image,
@@ -290,7 +295,10 @@ class GatePlugin:
             metafunc.parametrize("pin", sorted(config.profile.pins))
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """--no-host leaves out the checks marked host_run, by marker, never by a name's substring."""
+        """--no-host leaves out the checks marked host_run, by marker, never by a name's substring.
+        Checks of an output the app does not write (marked seg_output) do not apply: not collected."""
+        if self.session.config.app.seg is None:
+            items[:] = [item for item in items if not item.get_closest_marker("seg_output")]
         if self.session.config.no_host:
             left_out = [item for item in items if item.get_closest_marker("host_run")]
             if left_out:
@@ -334,19 +342,17 @@ class GatePlugin:
         self.session.checks.append(record | {"status": verdict.check_status(record)})
 
 
-def resolve_image(image: str | None, profile: profiles.Profile) -> str:
+def resolve_image(image: str | None, profile: profiles.Profile, app: contract.AppContract) -> str:
     if image:
         return image
-    record = build.REPORTS / "build.json"
-    if not record.is_file():
-        raise GateError(f"{record}: no build record; run `nox -s build` first or pass --image REF")
-    data = json.loads(record.read_text())
-    if data.get("profile") != profile.name:
+    record = build.BuildRecord.read(build.REPORTS / "build.json")
+    if record.profile != profile.name or record.app_name != app.name:
         raise GateError(
-            f"{record}: the last build was of profile {data.get('profile')}, not {profile.name}; "
-            f"run `nox -s build -- --profile {profile.name}` or pass --image REF"
+            f"{build.REPORTS / 'build.json'}: the last build was of {record.app_name} for profile "
+            f"{record.profile}, not {app.name} for {profile.name}; run `nox -s build -- --profile "
+            f"{profile.name} --app {app.path}` or pass --image REF"
         )
-    return data["image_id"]
+    return record.image_id
 
 
 def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
@@ -354,9 +360,10 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
         prog="python -m validation acceptance", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="profile name or TOML path")
+    parser.add_argument("--app", type=Path, default=contract.DEFAULT_CONTRACT, help="app contract (TOML)")
     parser.add_argument("--image", help="image to gate (default: the one in reports/build.json)")
-    parser.add_argument("--cases", type=Path, default=cases.CASES_DIR, help="folder of case folders")
-    parser.add_argument("--model", type=Path, default=cases.DEFAULT_MODEL, help="TorchScript model.ts")
+    parser.add_argument("--cases", type=Path, help="folder of case folders (default: the app's)")
+    parser.add_argument("--model", type=Path, help="TorchScript model (default: the app's)")
     parser.add_argument("--reports", type=Path, default=build.REPORTS / "acceptance", help="output folder")
     parser.add_argument("-k", dest="keyword", help="only checks matching this pytest -k expression (PARTIAL)")
     parser.add_argument(
@@ -367,14 +374,16 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
     parser.add_argument("--not-hardened", action="store_true", help="run without --read-only/--cap-drop/...")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs at a time")
     args = parser.parse_args(argv)
-    profile = profiles.load(args.profile)
-    if not args.model.is_file():
-        raise GateError(f"{args.model}: model not found; pass --model PATH to a TorchScript model.ts")
+    profile, app = profiles.load(args.profile), contract.load(args.app)
+    model = args.model or app.default_model
+    if not model.is_file():
+        raise GateError(f"{model}: model not found; pass --model PATH to a TorchScript model")
     config = GateConfig(
         profile=profile,
-        image=resolve_image(args.image, profile),
-        cases=cases.discover(args.cases),
-        model=args.model.resolve(),
+        app=app,
+        image=resolve_image(args.image, profile, app),
+        cases=cases.discover(args.cases or app.default_cases, app),
+        model=model.resolve(),
         reports=args.reports.resolve(),
         hardened=not args.not_hardened,
         jobs=max(1, args.jobs),

@@ -20,7 +20,6 @@ from validation.errors import GateError
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = ROOT / "container" / "profiles"
 LOCKS_DIR = ROOT / "container" / "locks"
-APP_TOML = ROOT / "container" / "app.toml"
 DEFAULT_PROFILE = "bookworm"
 PLATFORM_ARCH = {"linux/arm64": "aarch64"}
 
@@ -70,20 +69,7 @@ class Profile:
         return LOCKS_DIR / f"{self.name}-{self.arch}.txt"
 
 
-@dataclass(frozen=True)
-class App:
-    name: str
-    source: Path
-    user: str
-    uid: int
-    entrypoint: tuple[str, ...]
-
-    @property
-    def install_dir(self) -> str:
-        return f"/opt/{self.name}"
-
-
-class _Fields:
+class Fields:
     """Reads typed fields from a TOML table, naming the file and field in every error."""
 
     def __init__(self, path: Path, data: dict, prefix: str = "") -> None:
@@ -92,11 +78,11 @@ class _Fields:
     def _fail(self, key: str, problem: str) -> GateError:
         return GateError(f"{self.path}: field '{self.prefix}{key}' {problem}")
 
-    def table(self, key: str, required: bool = True) -> _Fields:
+    def table(self, key: str, required: bool = True) -> Fields:
         value = self.data.get(key, None if required else {})
         if not isinstance(value, dict):
             raise self._fail(key, "is missing (expected a table)" if value is None else "must be a table")
-        return _Fields(self.path, value, f"{self.prefix}{key}.")
+        return Fields(self.path, value, f"{self.prefix}{key}.")
 
     def str(self, key: str, choices: tuple[str, ...] = (), default: str | None = None) -> str:
         value = self.data.get(key, default)
@@ -146,10 +132,9 @@ PROFILE_SCHEMA = {
     "pins": None,
     "checks": {"pip_check_allow": None},
 }
-APP_SCHEMA = {"app": {"name": None, "source": None, "user": None, "uid": None, "entrypoint": None}}
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
@@ -177,9 +162,9 @@ def profile_path(name_or_path: str) -> Path:
 
 def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
     path = profile_path(name_or_path)
-    data = _read_toml(path)
+    data = read_toml(path)
     reject_unknown_keys(path, data, PROFILE_SCHEMA)
-    top = _Fields(path, data)
+    top = Fields(path, data)
     meta, base_fields, req, checks = (
         top.table("profile"),
         top.table("base"),
@@ -230,20 +215,4 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
         upgrade=upgrade,
         pins=pins,
         pip_check_allow=checks.strings("pip_check_allow", required=False),
-    )
-
-
-def load_app(path: Path = APP_TOML) -> App:
-    data = _read_toml(path)
-    reject_unknown_keys(path, data, APP_SCHEMA)
-    fields = _Fields(path, data).table("app")
-    source = ROOT / fields.str("source")
-    if not (source / "__main__.py").is_file():
-        raise GateError(f"{path}: field 'app.source' points to {source}, which has no __main__.py")
-    return App(
-        name=fields.str("name"),
-        source=source,
-        user=fields.str("user"),
-        uid=fields.int("uid"),
-        entrypoint=fields.strings("entrypoint"),
     )

@@ -26,7 +26,6 @@ import jinja2
 import numpy as np
 
 REPORT_FILE = "report.html"
-HU_WINDOW = (-175.0, 250.0)  # the app's intensity window (ScaleIntensityRange a_min..a_max)
 PANEL_PX = 360  # longer side of one overlay panel, px
 GRAY_LEVELS = 250  # palette entries for the CT; the contour colours follow
 CONTOUR_COLOURS = {  # palette order matters: index GRAY_LEVELS + position
@@ -297,16 +296,20 @@ def _palette() -> list[int]:
     return grays + [channel for colour in CONTOUR_COLOURS.values() for channel in colour]
 
 
-def render_overlay(ct: CtSlice, output: np.ndarray, reference: np.ndarray | None) -> bytes:
+def render_overlay(
+    ct: CtSlice, output: np.ndarray, reference: np.ndarray | None, window: Sequence[float] | None = None
+) -> bytes:
     """PNG of the windowed CT with output and reference contours, as a palette image to stay small.
 
-    `output` and `reference` are label slices in the CT's (row, column) order.
+    `output` and `reference` are label slices in the CT's (row, column) order; `window` is the app
+    contract's HU window (without one, the slice's 1st to 99th percentile).
     """
     from PIL import Image
 
     size = _display_size(ct.hu.shape, ct.spacing_mm)
     hu = np.asarray(Image.fromarray(ct.view(ct.hu), "F").resize(size, Image.Resampling.BILINEAR))
-    low, high = HU_WINDOW
+    low, high = window if window is not None else np.percentile(hu, (1, 99))
+    high = max(high, low + 1.0)
     pixels = (np.clip((hu - low) / (high - low), 0.0, 1.0) * (GRAY_LEVELS - 1)).round().astype(np.uint8)
     output_edges = _edges(_nearest(ct.view(output), size))
     reference_edges = np.zeros_like(output_edges)
@@ -337,7 +340,12 @@ def _overlay_references(comparisons: Mapping[str, Any], focus: Focus | None) -> 
 
 
 def _panel(
-    key: str, comparison: Mapping[str, Any], output: np.ndarray, ct: CtSlice, k: int
+    key: str,
+    comparison: Mapping[str, Any],
+    output: np.ndarray,
+    ct: CtSlice,
+    k: int,
+    window: Sequence[float] | None,
 ) -> dict[str, str]:
     """One overlay panel; a reference on another grid is drawn without its contour, with a note."""
     title = REFERENCE_TITLES.get(key, key)
@@ -347,14 +355,15 @@ def _panel(
         return {"title": title, "note": f"reference not readable: {error}", "src": ""}
     if reference.shape != output.shape:
         note = f"reference grid {reference.shape} differs from the output's: output only"
-        return {"title": title, "note": note, "src": _data_uri(render_overlay(ct, output[:, :, k].T, None))}
+        png = render_overlay(ct, output[:, :, k].T, None, window)
+        return {"title": title, "note": note, "src": _data_uri(png)}
     geometry = (comparison.get("result") or {}).get("geometry") or {}
     note = "" if geometry.get("matches", True) else "affines differ: contour placed by voxel index"
-    png = render_overlay(ct, output[:, :, k].T, reference[:, :, k].T)
+    png = render_overlay(ct, output[:, :, k].T, reference[:, :, k].T, window)
     return {"title": title, "note": note, "src": _data_uri(png)}
 
 
-def case_overlay(case: Mapping[str, Any]) -> dict[str, Any] | None:
+def case_overlay(case: Mapping[str, Any], window: Sequence[float] | None = None) -> dict[str, Any] | None:
     """The overlay figure of one case, None without an output mask.
 
     Any problem reading the inputs becomes the figure's error note: the report is the last step of
@@ -375,11 +384,11 @@ def case_overlay(case: Mapping[str, Any]) -> dict[str, Any] | None:
             focus_reference = candidate if candidate.shape == output.shape else None
         k = slice_index(output, focus_reference, focus.label if focus else None)
         ct = find_ct_slice(case.get("dicom_dir") or "", affine, output.shape, k)
-        figure["panels"] = [_panel(key, comparisons[key], output, ct, k) for key in keys] or [
+        figure["panels"] = [_panel(key, comparisons[key], output, ct, k, window) for key in keys] or [
             {
                 "title": "output",
                 "note": "no reference to compare with",
-                "src": _data_uri(render_overlay(ct, output[:, :, k].T, None)),
+                "src": _data_uri(render_overlay(ct, output[:, :, k].T, None, window)),
             }
         ]
     except Exception as error:  # see the docstring
@@ -464,7 +473,9 @@ def _run_view(run: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _case_view(name: str, case: Mapping[str, Any], checks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _case_view(
+    name: str, case: Mapping[str, Any], checks: Sequence[Mapping[str, Any]], window: Sequence[float] | None
+) -> dict[str, Any]:
     comparisons = case.get("comparisons") or {}
     return {
         "name": name,
@@ -475,7 +486,7 @@ def _case_view(name: str, case: Mapping[str, Any], checks: Sequence[Mapping[str,
         "comparisons": [_comparison_view(key, value) for key, value in comparisons.items() if value],
         "seg": [o for o in (case.get("seg") or {}).get("outcomes") or [] if o],
         "failed": _failed(c for c in checks if c.get("group") == name),
-        "overlay": case_overlay(case),
+        "overlay": case_overlay(case, window),
     }
 
 
@@ -514,7 +525,10 @@ def view_model(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "failed": failed,
         "checks": checks,
         "image": _image_view(metrics.get("image") or {}),
-        "cases": [_case_view(name, case, checks) for name, case in _cases(metrics)],
+        "cases": [
+            _case_view(name, case, checks, (metrics.get("app") or {}).get("window_hu"))
+            for name, case in _cases(metrics)
+        ],
         "legend": [(name, "#{:02x}{:02x}{:02x}".format(*rgb)) for name, rgb in CONTOUR_COLOURS.items()],
     }
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from validation import profiles
+from validation.contract import AppContract, Mounts
 from validation.errors import GateError
 
 CONTAINER_PREFIX = "armgate-run-"
@@ -70,6 +70,7 @@ class RunResult:
 def docker_run_command(
     image: str,
     name: str,
+    mounts: Mounts,
     input_dir: Path,
     model_dir: Path,
     output_dir: Path,
@@ -78,7 +79,8 @@ def docker_run_command(
     hardened: bool = True,
     labels: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """The seed's `docker run` contract plus the gate's limits (a pure function: unit-tested)."""
+    """The app contract's `docker run` (input and model read-only) plus the gate's limits (a pure
+    function: unit-tested)."""
     command = ["docker", "run", "--detach", "--name", name, "--platform", platform, "--shm-size=1G"]
     for key, value in (labels or {}).items():
         command += ["--label", f"{key}={value}"]
@@ -88,9 +90,9 @@ def docker_run_command(
     else:
         command += ["--network", "none"]
     command += [
-        "-v", f"{input_dir.resolve()}:/input:ro",
-        "-v", f"{model_dir.resolve()}:/model:ro",
-        "-v", f"{output_dir.resolve()}:/output",
+        "-v", f"{input_dir.resolve()}:{mounts.input}:ro",
+        "-v", f"{model_dir.resolve()}:{mounts.model_dir}:ro",
+        "-v", f"{output_dir.resolve()}:{mounts.output}",
         image,
     ]  # fmt: skip
     return command
@@ -145,14 +147,14 @@ def _wait(
             waiter.wait()
 
 
-def model_mount(model: Path) -> tuple[Path, tempfile.TemporaryDirectory | None]:
-    """The folder to mount at /model so that /model/model.ts is the given model file."""
+def model_mount(model: Path, mounts: Mounts) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """The folder to mount so that the app finds the given model file where the contract says."""
     if not model.is_file():
-        raise GateError(f"{model}: model file not found; pass --model PATH to a TorchScript model.ts")
-    if model.name == "model.ts":
+        raise GateError(f"{model}: model file not found; pass --model PATH to a TorchScript model")
+    if model.name == mounts.model_file:
         return model.parent, None
     holder = tempfile.TemporaryDirectory(prefix="armgate-model-")
-    link = Path(holder.name) / "model.ts"
+    link = Path(holder.name) / mounts.model_file
     try:
         os.link(model, link)
     except OSError:
@@ -170,6 +172,7 @@ def writable_output_dir(parent: Path, name: str) -> Path:
 
 def run_container(
     image: str,
+    app: AppContract,
     input_dir: Path,
     model: Path,
     output_dir: Path,
@@ -193,9 +196,9 @@ def run_container(
         raise GateError(
             f"image {image} is {found}, not {platform}; rebuild it with `python -m validation build`"
         )
-    model_dir, holder = model_mount(model)
+    model_dir, holder = model_mount(model, app.mounts)
     command = docker_run_command(
-        image, name, input_dir, model_dir, output_dir, memory, platform, hardened, labels
+        image, name, app.mounts, input_dir, model_dir, output_dir, memory, platform, hardened, labels
     )
     started = time.monotonic()
     result = RunResult("container", output_dir, None, 0.0, command=command)
@@ -225,11 +228,9 @@ def run_container(
     return result
 
 
-def run_host(input_dir: Path, model: Path, output_dir: Path, timeout_s: float) -> RunResult:
+def run_host(app: AppContract, input_dir: Path, model: Path, output_dir: Path, timeout_s: float) -> RunResult:
     """Run the same app on the host (the reference platform) with the same CLI."""
-    app = profiles.load_app()
-    command = [sys.executable, str(app.source / "__main__.py"), "-i", str(input_dir), "-m", str(model)]
-    command += ["-o", str(output_dir)]
+    command = app.host_command(sys.executable, input_dir, model, output_dir)
     started = time.monotonic()
     result = RunResult("host", output_dir, None, 0.0, command=command)
     try:

@@ -9,7 +9,7 @@ import subprocess
 
 from packaging.utils import canonicalize_name
 
-from validation import lock, profiles
+from validation import lock
 
 # Lists every ELF file whose machine is not AArch64 (183) under the Python environment, the base
 # interpreter and its standard library, and the app; a symlink is followed to its target, wherever
@@ -129,7 +129,7 @@ def test_pip_check(gate, image_host) -> None:
 
 
 def test_entrypoint_and_working_directory(gate) -> None:
-    app = profiles.load_app()
+    app = gate.config.app
     config = _config(gate)
     assert tuple(config.get("Entrypoint") or ()) == app.entrypoint, (
         f"entry point is {config.get('Entrypoint')}"
@@ -138,9 +138,9 @@ def test_entrypoint_and_working_directory(gate) -> None:
     assert config.get("WorkingDir") == app.install_dir, f"working directory is {config.get('WorkingDir')}"
 
 
-def test_app_files_match_the_source(image_host) -> None:
+def test_app_files_match_the_source(gate, image_host) -> None:
     """Every app file is in the image with the source tree's content (sha256), not just present."""
-    app = profiles.load_app()
+    app = gate.config.app
     expected = {
         path.relative_to(app.source).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in app.source.rglob("*")
@@ -156,7 +156,7 @@ def test_app_files_match_the_source(image_host) -> None:
 
 
 def test_runs_as_non_root_user(gate, image_host) -> None:
-    app = profiles.load_app()
+    app = gate.config.app
     user = _config(gate).get("User") or "root"
     assert user not in ("root", "0", "0:0"), f"image runs as {user}"
     account = image_host.user(app.user)

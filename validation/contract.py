@@ -1,0 +1,156 @@
+"""The app contract: every fact armgate needs about one MONAI Deploy app, in one TOML file.
+
+`container/app.toml` describes this repository's app; `--app FILE` on build, acceptance and bench
+points armgate at another. Paths in the file are relative to the file's own folder. Nothing about
+an app (its outputs, labels, mounts, flags, display window) is written anywhere else in validation/.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from validation.errors import GateError
+from validation.profiles import ROOT, Fields, read_toml, reject_unknown_keys
+
+DEFAULT_CONTRACT = ROOT / "container" / "app.toml"
+SCHEMA = {
+    "app": dict.fromkeys(("name", "source", "main", "args", "user", "uid", "python_min")),
+    "mounts": dict.fromkeys(("input", "model", "output")),
+    "outputs": dict.fromkeys(("mask", "seg")),
+    "labels": dict.fromkeys(("file", "names")),
+    "display": dict.fromkeys(("window_hu",)),
+    "host": dict.fromkeys(("requirements",)),
+    "defaults": dict.fromkeys(("model", "cases")),
+}
+PLACEHOLDERS = ("{input}", "{model}", "{output}")
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """Where a site mounts the case's DICOM folder, the model file and the output folder."""
+
+    input: str
+    model: str
+    output: str
+
+    @property
+    def model_dir(self) -> str:
+        return str(PurePosixPath(self.model).parent)
+
+    @property
+    def model_file(self) -> str:
+        return PurePosixPath(self.model).name
+
+
+@dataclass(frozen=True)
+class AppContract:
+    path: Path
+    name: str
+    source: Path
+    main: str
+    args: tuple[str, ...]
+    user: str
+    uid: int
+    python_min: str
+    mounts: Mounts
+    mask: str  # the NIfTI label mask the gate compares, as the app names it in its output folder
+    seg: str | None  # the DICOM SEG it writes, if any
+    labels: dict[int, str]
+    window_hu: tuple[float, float]
+    host_requirements: tuple[str, ...]
+    default_model: Path
+    default_cases: Path
+
+    @property
+    def install_dir(self) -> str:
+        return f"/opt/{self.name}"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.mask, self.seg) if self.seg else (self.mask,)
+
+    def command_args(self, input_dir: str, model: str, output_dir: str) -> list[str]:
+        values = {"input": input_dir, "model": model, "output": output_dir}
+        return [arg.format(**values) for arg in self.args]
+
+    @property
+    def entrypoint(self) -> tuple[str, ...]:
+        """The image's ENTRYPOINT, as a site runs it: `python3 ./<main> <args at the mounts>`."""
+        mounts = self.mounts
+        return ("python3", f"./{self.main}", *self.command_args(mounts.input, mounts.model, mounts.output))
+
+    def host_command(self, python: str, input_dir: Path, model: Path, output_dir: Path) -> list[str]:
+        """The same app on the host, for the reference run."""
+        return [
+            python,
+            str(self.source / self.main),
+            *self.command_args(str(input_dir), str(model), str(output_dir)),
+        ]
+
+
+def _labels(path: Path, fields: Fields) -> dict[int, str]:
+    if ("file" in fields.data) == ("names" in fields.data):
+        raise GateError(f"{path}: field 'labels' needs exactly one of 'file' (a labels JSON) or 'names'")
+    if "names" in fields.data:
+        names = fields.mapping("names")
+        try:
+            return {int(value): name for value, name in names.items()}
+        except ValueError:
+            raise GateError(
+                f"{path}: field 'labels.names' keys must be label values, e.g. 1 = \"lesion\""
+            ) from None
+    labels_file = path.parent / fields.str("file")
+    try:
+        entries = json.loads(labels_file.read_text())["labels"]
+        return {int(entry["value"]): str(entry["name"]) for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise GateError(
+            f"{labels_file}: not a labels file ({type(error).__name__}); it needs "
+            '{"labels": [{"value": 1, "name": "lesion"}, ...]}'
+        ) from None
+
+
+def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
+    """Read and check one contract; any problem is one line naming the file and the field."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise GateError(f"{path}: app contract not found; pass --app FILE (see container/app.toml)")
+    data = read_toml(path)
+    reject_unknown_keys(path, data, SCHEMA)
+    top = Fields(path, data)
+    app, mounts, outputs = top.table("app"), top.table("mounts"), top.table("outputs")
+    here = path.parent
+    source = (here / app.str("source")).resolve()
+    main = app.str("main", default="__main__.py")
+    if not (source / main).is_file():
+        raise GateError(f"{path}: field 'app.source' points to {source}, which has no {main}")
+    args = app.strings("args")
+    missing = [placeholder for placeholder in PLACEHOLDERS if not any(placeholder in arg for arg in args)]
+    if missing:
+        raise GateError(f"{path}: field 'app.args' must place {', '.join(missing)}")
+    window = top.table("display").data.get("window_hu")
+    if not (
+        isinstance(window, list) and len(window) == 2 and all(isinstance(v, int | float) for v in window)
+    ):
+        raise GateError(f"{path}: field 'display.window_hu' must be [low, high] in HU, e.g. [-175, 250]")
+    defaults = top.table("defaults")
+    return AppContract(
+        path=path,
+        name=app.str("name"),
+        source=source,
+        main=main,
+        args=args,
+        user=app.str("user"),
+        uid=app.int("uid"),
+        python_min=app.str("python_min"),
+        mounts=Mounts(mounts.str("input"), mounts.str("model"), mounts.str("output")),
+        mask=outputs.str("mask"),
+        seg=outputs.data.get("seg") and outputs.str("seg"),
+        labels=_labels(path, top.table("labels")),
+        window_hu=(float(window[0]), float(window[1])),
+        host_requirements=top.table("host").strings("requirements"),
+        default_model=(here / defaults.str("model")).resolve(),
+        default_cases=(here / defaults.str("cases")).resolve(),
+    )
