@@ -73,7 +73,7 @@ class GateSession:
     pins: list[dict[str, Any]] = field(default_factory=list)
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
-    _comparisons: dict[tuple[str, str], Comparison | None] = field(default_factory=dict)
+    _comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
     _image_facts: dict[str, Any] | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # for checks that share one slow query
