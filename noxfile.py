@@ -24,7 +24,7 @@ INDEX_PROBE_TIMEOUT_S = 10
 
 
 def torch_index_args(session: nox.Session) -> list[str]:
-    """pip arguments that let torch resolve to a CPU build: the CPU index as an extra index when it answers."""
+    """pip arguments that let torch resolve to a CPU build: the CPU index as an extra index, if it answers."""
     index = os.environ.get("ARMGATE_TORCH_INDEX", TORCH_CPU_INDEX).strip()
     if index in ("", "default"):
         return []
