@@ -20,6 +20,8 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 # pulls CUDA packages on x86_64 and aarch64 alike. ARMGATE_TORCH_INDEX names another index (a
 # mirror of the CPU index); "default" uses only pip's configured index.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The SDK's import of pkg_resources warns on every run; setuptools is pinned below 82 for it.
+QUIET_WARNINGS = {"PYTHONWARNINGS": "ignore:pkg_resources is deprecated as an API:UserWarning"}
 INDEX_PROBE_TIMEOUT_S = 10
 
 
@@ -72,7 +74,7 @@ def build(session: nox.Session) -> None:
 def acceptance(session: nox.Session) -> None:
     """Gate the built image: image checks, inference on the fixture cases, mask comparison, report."""
     install_groups(session, "harness", "app")
-    session.run("python", "-m", "validation", "acceptance", *session.posargs)
+    session.run("python", "-m", "validation", "acceptance", *session.posargs, env=QUIET_WARNINGS)
 
 
 @nox.session
@@ -86,7 +88,7 @@ def tests(session: nox.Session) -> None:
 def fixtures(session: nox.Session) -> None:
     """Regenerate the fixture cases, model and goldens (--check: fail if they differ from git)."""
     install_groups(session, "harness", "app")
-    session.run("python", "-m", "fixtures.generate", *session.posargs)
+    session.run("python", "-m", "fixtures.generate", *session.posargs, env=QUIET_WARNINGS)
 
 
 @nox.session(default=False)
