@@ -34,7 +34,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
@@ -72,8 +71,7 @@ class _Display:
                     SpinnerColumn(),
                     TextColumn("[bold]{task.description}"),
                     BarColumn(bar_width=24),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[unit]}"),
+                    TextColumn("{task.fields[count]}"),  # "k/n unit"; empty when n is unknown
                     TimeElapsedColumn(),
                     TextColumn("{task.fields[detail]}", style="dim"),
                     console=Console(file=sys.stdout),
@@ -81,7 +79,7 @@ class _Display:
                 )
                 self.progress.start()
             self.open_steps += 1
-            return self.progress.add_task(description, total=total, unit="", detail="")
+            return self.progress.add_task(description, total=total, count="", detail="")
 
     def update(self, task: TaskID | None, **fields: object) -> None:
         with self.lock:
@@ -113,7 +111,7 @@ class Step:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._task = _DISPLAY.add(title, total)
-        _DISPLAY.update(self._task, unit=unit)
+        self.update()
 
     @property
     def elapsed(self) -> float:
@@ -136,7 +134,8 @@ class Step:
                 shown = f"peak {_memory(self.peak_memory_bytes)}" + (f" · {shown}" if shown else "")
             # a new count or peak is drawn at once; a tool's chatter waits for the next refresh (10/s)
             refresh = before != (self.completed, self.peak_memory_bytes)
-            _DISPLAY.update(self._task, completed=self.completed, detail=shown, refresh=refresh)
+            count = f"{self.completed}/{self.total} {self.unit}" if self.total is not None else ""
+            _DISPLAY.update(self._task, completed=self.completed, count=count, detail=shown, refresh=refresh)
 
     def advance(self, amount: int = 1, detail: str | None = None) -> None:
         """`amount` more units done (one more case, one more wheel)."""
