@@ -78,13 +78,13 @@ def test_a_terminal_shows_case_k_of_n_elapsed_and_peak_memory() -> None:
 
 def test_run_command_streams_into_the_log_and_advances_on_a_prefix(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "tool.log"
-    command = [sys.executable, "-c", "print('Collecting a'); print('noise'); print('Collecting b'); exit(3)"]
+    command = [sys.executable, "-c", "print('Collecting a'); print('noise'); print('Processing b'); exit(3)"]
     with progress.step("wheels", total=2, unit="wheels") as current:
-        code = progress.run_command(current, command, log, advance_on="Collecting ")
+        code = progress.run_command(current, command, log, advance_on=("Collecting ", "Processing "))
         assert code == 3
-        assert current.completed == 2 and current.detail == "Collecting b"
-    assert log.read_text().splitlines() == ["Collecting a", "noise", "Collecting b"]
-    assert progress.tail(log, 2) == "noise\nCollecting b"
+        assert current.completed == 2 and current.detail == "Processing b"
+    assert log.read_text().splitlines() == ["Collecting a", "noise", "Processing b"]
+    assert progress.tail(log, 2) == "noise\nProcessing b"
 
 
 def test_updates_from_threads_are_counted_once_each(capsys: pytest.CaptureFixture[str]) -> None:

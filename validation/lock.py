@@ -155,7 +155,9 @@ def ensure_wheelhouse(profile: profiles.Profile) -> Path:
         print(f"downloading {len(missing)} wheels for {profile.arch} into {directory}", flush=True)
         title = f"wheels for {profile.name}-{profile.arch}"
         with progress.step(title, total=len(missing), unit="wheels") as current:
-            returncode = progress.run_command(current, command, log, advance_on="Collecting ")
+            # pip starts each wheel with "Collecting" (from an index) or "Processing" (a local file)
+            starts = ("Collecting ", "Processing ")
+            returncode = progress.run_command(current, command, log, advance_on=starts)
     if returncode != 0:
         tail = " ".join(progress.tail(log, 2).splitlines())
         raise GateError(f"{profile.lock_path}: downloading its wheels failed: {tail} (log: {log})")

@@ -168,10 +168,12 @@ def step(title: str, total: int | None = None, unit: str = "") -> Iterator[Step]
     current.close(failed=False)
 
 
-def run_command(current: Step, command: Sequence[str], log: Path, advance_on: str | None = None) -> int:
+def run_command(
+    current: Step, command: Sequence[str], log: Path, advance_on: str | tuple[str, ...] | None = None
+) -> int:
     """Run `command` with stdout and stderr into `log`; its last line is the step's detail.
 
-    `advance_on`: a line starting with this prefix advances the step by one (e.g. pip's "Collecting").
+    `advance_on`: a line starting with this prefix (or one of these) advances the step by one.
     Returns the exit code; the full output stays in `log` for the error message to point at.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
