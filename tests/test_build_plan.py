@@ -34,7 +34,7 @@ def test_default_profile_builds_hermetically_for_arm64(tmp_path: Path) -> None:
     assert args[-1] == str(profiles.ROOT)
 
 
-def test_clara_profile_passes_the_seeds_build_args(tmp_path: Path) -> None:
+def test_clara_profile_passes_the_clara_agx_build_args(tmp_path: Path) -> None:
     values = _build_args(_args("clara-agx-21.05", tmp_path))
     assert values["CONTAINER_REGISTRY"] == "nvcr.io/nvidia"
     assert values["AGX_PT_TAG"] == "21.05-1.7-py3"

@@ -1,7 +1,7 @@
 """Build the linux/arm64 image of the app for a target profile, with buildx only.
 
-The classic builder labels images from an arm64 base as amd64 on this engine, so every build
-here, the base included, goes through `docker buildx build --platform linux/arm64 --load`.
+The classic builder can label images from an arm64 base as amd64 (Debian's docker.io does), so every
+build, the base included, goes through `docker buildx build --platform linux/arm64 --load`.
 """
 
 from __future__ import annotations

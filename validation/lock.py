@@ -3,7 +3,7 @@
 The lock is resolved for the target (aarch64, the profile's CPython), never the host: pip
 evaluates markers with the host's platform, so uv resolves and pip only downloads by hash.
 The wheelhouse is downloaded on the host because containers do not trust the TLS proxies that
-hospitals (and our CI) put in front of PyPI; the build itself never touches the network.
+hospitals and companies put in front of PyPI; the build itself never touches the network.
 """
 
 from __future__ import annotations
