@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -109,7 +108,6 @@ def make_debootstrap_base(profile: profiles.Profile) -> str:
             f"--include={','.join(base.include)}", base.suite, str(rootfs), host.debian_mirror(),
         ]  # fmt: skip
         log = cache / "debootstrap.log"
-        print(f"making base {reference} (once per recipe; log: {log})", flush=True)
         with progress.step(f"debootstrap {base.suite} {profile.platform}") as current:
             if progress.run_command(current, command, log) != 0:
                 raise GateError(f"debootstrap of {base.suite} for {profile.platform} failed: see {log}")
@@ -209,7 +207,6 @@ def _run_buildx(args: list[str], what: str) -> None:
     """`docker buildx build` with plain output into a log: live progress on a terminal, one line elsewhere."""
     command = ["docker", "buildx", "build", "--progress=plain", *args]
     log = REPORTS / "logs" / f"buildx-{re.sub(r'[^A-Za-z0-9_.-]+', '_', what)}.log"
-    print("+", shlex.join(command), flush=True)
     with progress.step(f"buildx {what}") as current:
         if progress.run_command(current, command, log) != 0:
             print(progress.tail(log), file=sys.stderr, flush=True)

@@ -152,7 +152,6 @@ def ensure_wheelhouse(profile: profiles.Profile) -> Path:
         ]  # fmt: skip
         # beside the wheelhouse, not in it: every file in it must be a locked wheel
         log = directory.with_name(directory.name + ".download.log")
-        print(f"downloading {len(missing)} wheels for {profile.arch} into {directory}", flush=True)
         title = f"wheels for {profile.name}-{profile.arch}"
         with progress.step(title, total=len(missing), unit="wheels") as current:
             # pip starts each wheel with "Collecting" (from an index) or "Processing" (a local file)

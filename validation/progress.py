@@ -23,6 +23,7 @@ Steps may be open at the same time (threads, or one inside another); they share 
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import threading
@@ -171,13 +172,15 @@ def step(title: str, total: int | None = None, unit: str = "") -> Iterator[Step]
 def run_command(
     current: Step, command: Sequence[str], log: Path, advance_on: str | tuple[str, ...] | None = None
 ) -> int:
-    """Run `command` with stdout and stderr into `log`; its last line is the step's detail.
+    """Run `command` with stdout and stderr into `log` (the command first); its last line is the detail.
 
     `advance_on`: a line starting with this prefix (or one of these) advances the step by one.
     Returns the exit code; the full output stays in `log` for the error message to point at.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w", encoding="utf-8") as sink:
+        sink.write(f"+ {shlex.join(command)}\n")
+        sink.flush()
         process = subprocess.Popen(
             list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
         )
