@@ -2,20 +2,51 @@
 
 from __future__ import annotations
 
+import os
+import re
+import urllib.error
+import urllib.request
+
 import nox
 
 nox.needs_version = ">=2025.2.9"
-# virtualenv + pip, not uv: pip takes the CPU torch these machines keep on disk, uv would fetch
-# a multi-GB CUDA build. Venvs are reused so a second run does not reinstall torch.
+# virtualenv + pip, and venvs are reused, so a second run does not reinstall torch.
 nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+# The host runs the app with a CPU build of torch (README, "Host torch"): from PyPI, torch >= 2.11
+# pulls CUDA packages on x86_64 and aarch64 alike. ARMGATE_TORCH_INDEX names another index (a
+# mirror of the CPU index); "default" uses only pip's configured index.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The SDK's import of pkg_resources warns on every run; setuptools is pinned below 82 for it.
+QUIET_WARNINGS = {"PYTHONWARNINGS": "ignore:pkg_resources is deprecated as an API:UserWarning"}
+INDEX_PROBE_TIMEOUT_S = 10
+
+
+def torch_index_args(session: nox.Session) -> list[str]:
+    """pip arguments that let torch resolve to a CPU build: the CPU index as an extra index, if it answers."""
+    index = os.environ.get("ARMGATE_TORCH_INDEX", TORCH_CPU_INDEX).strip()
+    if index in ("", "default"):
+        return []
+    try:
+        with urllib.request.urlopen(index.rstrip("/") + "/torch/", timeout=INDEX_PROBE_TIMEOUT_S):
+            pass
+    except (urllib.error.URLError, OSError) as error:
+        session.warn(
+            f"host torch: {index} not reachable ({getattr(error, 'reason', error)}); using pip's default "
+            "index, where torch may be a CUDA build. Set ARMGATE_TORCH_INDEX to a reachable CPU index."
+        )
+        return []
+    return ["--extra-index-url", index]
 
 
 def install_groups(session: nox.Session, *groups: str) -> None:
     requirements = [req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)]
+    torch = [req for req in requirements if re.match(r"torch\b(?![-_.\w])", req)]
+    if torch:  # first, on its own, so only torch (and its few dependencies) may come from the CPU index
+        session.install(*torch, *torch_index_args(session))
     session.install(*dict.fromkeys(requirements))
 
 
@@ -43,7 +74,7 @@ def build(session: nox.Session) -> None:
 def acceptance(session: nox.Session) -> None:
     """Gate the built image: image checks, inference on the fixture cases, mask comparison, report."""
     install_groups(session, "harness", "app")
-    session.run("python", "-m", "validation", "acceptance", *session.posargs)
+    session.run("python", "-m", "validation", "acceptance", *session.posargs, env=QUIET_WARNINGS)
 
 
 @nox.session
@@ -57,7 +88,7 @@ def tests(session: nox.Session) -> None:
 def fixtures(session: nox.Session) -> None:
     """Regenerate the fixture cases, model and goldens (--check: fail if they differ from git)."""
     install_groups(session, "harness", "app")
-    session.run("python", "-m", "fixtures.generate", *session.posargs)
+    session.run("python", "-m", "fixtures.generate", *session.posargs, env=QUIET_WARNINGS)
 
 
 @nox.session(default=False)

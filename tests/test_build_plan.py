@@ -68,7 +68,7 @@ def test_a_profile_below_the_apps_python_floor_fails_in_one_line(tmp_path: Path)
         build.check_python_floor(profiles.load(str(old)), contract.load())
 
 
-def test_clara_profile_passes_the_seeds_build_args(tmp_path: Path) -> None:
+def test_clara_profile_passes_the_clara_agx_build_args(tmp_path: Path) -> None:
     values = _build_args(_args("clara-agx-21.05", tmp_path))
     assert values["CONTAINER_REGISTRY"] == "nvcr.io/nvidia"
     assert values["AGX_PT_TAG"] == "21.05-1.7-py3"

@@ -57,7 +57,7 @@ def fixture_digest() -> dict[str, str]:
 def own_leftovers(before: set[str], tmp_path: Path, images: tuple[str, ...] = ()) -> list[str]:
     """Gate containers created since `before` that are this test's: they mount tmp_path or run its image.
 
-    Other engineers may run the gate on this engine at the same time; their containers are not ours.
+    Others may run the gate on the same engine at the same time; their containers are not ours.
     """
     mine = []
     for name in set(run.leftover_containers()) - before:

@@ -23,7 +23,7 @@ def test_shipped_profiles_load() -> None:
     assert "57.4.0" in bookworm.pins["setuptools"] and "0.37.0" in bookworm.pins["wheel"]
 
 
-def test_clara_profile_is_the_seed() -> None:
+def test_clara_profile_is_the_clara_agx_recipe() -> None:
     clara = profiles.load("clara-agx-21.05")
     assert clara.base.reference == "nvcr.io/nvidia/clara-agx/agx-pytorch:21.05-1.7-py3"
     assert clara.install == "network"

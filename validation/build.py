@@ -1,7 +1,7 @@
 """Build the linux/arm64 image of the app for a target profile, with buildx only.
 
-The classic builder labels images from an arm64 base as amd64 on this engine, so every build
-here, the base included, goes through `docker buildx build --platform linux/arm64 --load`.
+The classic builder can label images from an arm64 base as amd64 (Debian's docker.io does), so every
+build, the base included, goes through `docker buildx build --platform linux/arm64 --load`.
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from packaging.version import Version
 
-from validation import contract, host, lock, profiles, sbom
+from validation import contract, host, lock, profiles, progress, sbom
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -118,26 +121,78 @@ def make_debootstrap_base(profile: profiles.Profile) -> str:
             "debootstrap", f"--arch={profile.platform.split('/')[1]}", f"--variant={base.variant}",
             f"--include={','.join(base.include)}", base.suite, str(rootfs), host.debian_mirror(),
         ]  # fmt: skip
-        print(f"making base {reference}: {' '.join(command)}", flush=True)
-        started = time.monotonic()
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            log = cache / "debootstrap.log"
-            log.write_text(result.stdout + result.stderr)
-            raise GateError(f"debootstrap of {base.suite} for {profile.platform} failed: see {log}")
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for path in (rootfs / junk).glob("*"):
-                if path.is_file():
-                    path.unlink()
-        subprocess.run(
-            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tarball) + ".part", "."], check=True
-        )
-        os.replace(str(tarball) + ".part", tarball)
-        shutil.rmtree(rootfs)
-        print(f"debootstrap took {time.monotonic() - started:.0f} s", flush=True)
+        log = cache / "debootstrap.log"
+        with progress.step(f"debootstrap {base.suite} {profile.platform}") as current:
+            if progress.run_command(current, command, log) != 0:
+                raise GateError(f"debootstrap of {base.suite} for {profile.platform} failed: see {log}")
+            for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+                for path in (rootfs / junk).glob("*"):
+                    if path.is_file():
+                        path.unlink()
+            current.update(detail=f"packing {tarball.name}")
+            subprocess.run(
+                ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tarball) + ".part", "."], check=True
+            )
+            os.replace(str(tarball) + ".part", tarball)
+            shutil.rmtree(rootfs)
     shutil.copy(BASE_DOCKERFILE, cache / "Dockerfile")
-    _run_buildx(["--platform", profile.platform, "--load", "--tag", reference, str(cache)])
+    base_args = ["--platform", profile.platform, "--load", "--tag", reference, str(cache)]
+    _run_buildx(base_args, f"base {reference}")
     return reference
+
+
+# `<profile>-<revision>`: git_revision()'s short hash, "unknown" outside git, "-dirty" with local changes
+REVISION_TAG = r"(?:[0-9a-f]{7,40}|unknown)(?:-dirty)?"
+KEEP_REVISIONS = 2  # the current revision's tag and the previous one
+
+
+@dataclass(frozen=True)
+class RevisionTag:
+    """One `<profile>-<revision>` tag of armgate's repository and what its image's labels say."""
+
+    tag: str
+    profile: str  # org.armgate.profile
+    created: str  # org.opencontainers.image.created: the commit time (ISO 8601)
+
+
+def revision_tags_to_remove(found: list[RevisionTag], profile: str, current: str) -> list[str]:
+    """The revision tags of `profile` older than the current and the previous one (by commit time).
+
+    A tag counts only when its name is `<profile>-<revision>` and its image is labelled with that
+    profile, so another profile's tags (even one whose name starts with this one's) are never touched.
+    """
+    pattern = re.compile(rf"{re.escape(profile)}-{REVISION_TAG}")
+    mine = [t for t in found if t.tag != current and t.profile == profile and pattern.fullmatch(t.tag)]
+
+    def commit_time(entry: RevisionTag) -> datetime:
+        try:
+            return datetime.fromisoformat(entry.created)
+        except ValueError:
+            return datetime.min.replace(tzinfo=UTC)  # no readable time: oldest
+
+    mine.sort(key=commit_time, reverse=True)
+    return [t.tag for t in mine[KEEP_REVISIONS - 1 :]]
+
+
+def prune_revision_tags(repository: str, profile: str, current: str) -> list[str]:
+    """Untag `repository:<profile>-<rev>` beyond the current and previous revision; return what went.
+
+    `docker image rm` without --force: an image still used by a container, or by another tag, stays.
+    """
+    listed = _docker("image", "ls", repository, "--format", "{{.Tag}}", check=False)
+    found = []
+    for tag in sorted(set(listed.stdout.split())):
+        facts = image_inspect(f"{repository}:{tag}") or {}
+        labels = (facts.get("Config") or {}).get("Labels") or {}
+        created = labels.get("org.opencontainers.image.created", "")
+        found.append(RevisionTag(tag, labels.get("org.armgate.profile", ""), created))
+    removed = []
+    for tag in revision_tags_to_remove(found, profile, current):
+        if _docker("image", "rm", f"{repository}:{tag}", check=False).returncode == 0:
+            removed.append(tag)
+    if removed:
+        print(f"removed older revision tags of {repository}: {', '.join(removed)}", flush=True)
+    return removed
 
 
 def pull_base(profile: profiles.Profile) -> str:
@@ -162,11 +217,14 @@ def pull_base(profile: profiles.Profile) -> str:
     )
 
 
-def _run_buildx(args: list[str]) -> None:
-    command = ["docker", "buildx", "build", *args]
-    print("+", " ".join(command), flush=True)
-    if subprocess.run(command, check=False).returncode != 0:
-        raise GateError("docker buildx build failed: the build log above names the failing step")
+def _run_buildx(args: list[str], what: str) -> None:
+    """`docker buildx build` with plain output into a log: live progress on a terminal, one line elsewhere."""
+    command = ["docker", "buildx", "build", "--progress=plain", *args]
+    log = REPORTS / "logs" / f"buildx-{re.sub(r'[^A-Za-z0-9_.-]+', '_', what)}.log"
+    with progress.step(f"buildx {what}") as current:
+        if progress.run_command(current, command, log) != 0:
+            print(progress.tail(log), file=sys.stderr, flush=True)
+            raise GateError(f"docker buildx build failed: the failing step is above, the full log in {log}")
 
 
 def stage_context(app: contract.AppContract, scratch: Path) -> Path:
@@ -255,7 +313,9 @@ def build(
         wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
         iidfile = Path(scratch) / "iid"
         context = stage_context(app, Path(scratch))
-        _run_buildx(buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context))
+        _run_buildx(
+            buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context), tags[0]
+        )
         image_id = iidfile.read_text().strip()
     facts = image_inspect(image_id) or {}
     platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
@@ -263,6 +323,7 @@ def build(
         raise GateError(
             f"{image}: built as {platform}, expected {profile.platform}; see README troubleshooting"
         )
+    prune_revision_tags(f"armgate/{app.name}", profile.name, f"{profile.name}-{revision}")
     report = report or REPORTS / "build.json"
     lock_path = profile.lock_path if profile.install == "wheelhouse" else None
     sbom_path = sbom.write_sbom(

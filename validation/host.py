@@ -1,4 +1,4 @@
-"""Host preparation: a Docker engine, buildx, arm64 emulation and debootstrap.
+"""Host preparation: a Docker engine, buildx, arm64 emulation, debootstrap and the test tools.
 
 Checks first and only acts on what is missing, so a prepared host costs a few seconds.
 As root on Debian/Ubuntu it installs and starts what is missing; anywhere else it prints
@@ -30,6 +30,9 @@ PACKAGES_FOR_CHECK = {
     "debootstrap": ("debootstrap", ("debootstrap",)),
 }
 APT_PACKAGES = ("docker.io", "qemu-user-static", "binfmt-support", "debootstrap")
+# Tools armgate's own tests call (`nox -s tests`): an independent DICOM validator and a real browser
+# that opens report.html. tool on PATH -> the Debian package that brings it.
+TEST_TOOLS = {"dciodvfy": "dicom3tools", "chromium": "chromium", "chromedriver": "chromium-driver"}
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,20 @@ def check_debootstrap() -> Check:
     return Check("debootstrap", path is not None, path or "debootstrap not found")
 
 
+def missing_test_tools() -> list[str]:
+    return [tool for tool in TEST_TOOLS if shutil.which(tool) is None]
+
+
+def check_test_tools() -> Check:
+    missing = missing_test_tools()
+    if missing:
+        packages = " ".join(TEST_TOOLS[tool] for tool in missing)
+        return Check("test tools", False, f"{', '.join(missing)} not found (Debian packages: {packages})")
+    return Check("test tools", True, ", ".join(TEST_TOOLS))
+
+
 def checks() -> list[Check]:
-    return [check_engine(), check_buildx(), check_binfmt(), check_debootstrap()]
+    return [check_engine(), check_buildx(), check_binfmt(), check_debootstrap(), check_test_tools()]
 
 
 def debian_mirror() -> str:
@@ -141,6 +156,7 @@ def install_packages(status: dict[str, Check]) -> None:
         if not status[check].ok and not shutil.which(tool)
         for package in packages
     ]
+    needed += [TEST_TOOLS[tool] for tool in missing_test_tools()]
     if not needed and status["buildx"].ok:
         return
     _run(["apt-get", "update", "-qq"], env=env)
@@ -186,6 +202,8 @@ def manual_commands(status: dict[str, Check]) -> list[str]:
     commands = []
     if not status["docker engine"].ok or not status["debootstrap"].ok or not status["arm64 execution"].ok:
         commands.append("sudo apt-get update && sudo apt-get install -y " + " ".join(APT_PACKAGES))
+    if missing := missing_test_tools():
+        commands.append("sudo apt-get install -y " + " ".join(TEST_TOOLS[tool] for tool in missing))
     if not status["buildx"].ok:
         commands.append("sudo apt-get install -y docker-buildx   # Debian 12: from trixie, see README")
     if not status["docker engine"].ok:

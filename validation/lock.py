@@ -3,7 +3,7 @@
 The lock is resolved for the target (aarch64, the profile's CPython), never the host: pip
 evaluates markers with the host's platform, so uv resolves and pip only downloads by hash.
 The wheelhouse is downloaded on the host because containers do not trust the TLS proxies that
-hospitals (and our CI) put in front of PyPI; the build itself never touches the network.
+hospitals and companies put in front of PyPI; the build itself never touches the network.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from validation import profiles
+from validation import profiles, progress
 from validation.errors import GateError
 
 CACHE = Path(os.environ.get("ARMGATE_CACHE", profiles.ROOT / ".cache"))
@@ -146,15 +146,20 @@ def ensure_wheelhouse(profile: profiles.Profile) -> Path:
             )
         )
         command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
+            sys.executable, "-m", "pip", "download", "--progress-bar", "off", "--no-deps", "--require-hashes",
             "--only-binary=:all:", *platform_args, "--python-version", profile.python,
             "--implementation", "cp", "-r", str(subset), "-d", str(directory),
         ]  # fmt: skip
-        print(f"downloading {len(missing)} wheels for {profile.arch} into {directory}", flush=True)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = " ".join(result.stderr.strip().splitlines()[-2:])
-        raise GateError(f"{profile.lock_path}: downloading its wheels failed: {tail}")
+        # beside the wheelhouse, not in it: every file in it must be a locked wheel
+        log = directory.with_name(directory.name + ".download.log")
+        title = f"wheels for {profile.name}-{profile.arch}"
+        with progress.step(title, total=len(missing), unit="wheels") as current:
+            # pip starts each wheel with "Collecting" (from an index) or "Processing" (a local file)
+            starts = ("Collecting ", "Processing ")
+            returncode = progress.run_command(current, command, log, advance_on=starts)
+    if returncode != 0:
+        tail = " ".join(progress.tail(log, 2).splitlines())
+        raise GateError(f"{profile.lock_path}: downloading its wheels failed: {tail} (log: {log})")
     still_missing = verify_wheelhouse(directory, locked, profile.lock_path)
     if still_missing:
         names = ", ".join(f"{p.name}=={p.version}" for p in still_missing)

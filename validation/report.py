@@ -546,19 +546,20 @@ main{max-width:1180px;margin:0 auto;padding:0 20px 40px}
 h1{margin:0;font-size:30px;letter-spacing:.04em}
 h2{margin:28px 0 10px;font-size:20px;border-bottom:2px solid #d5dbe4;padding-bottom:4px}
 h3{margin:18px 0 6px;font-size:16px}
-.banner{padding:22px 20px;color:#fff;margin-bottom:8px}
-.banner.pass{background:#1e7d3b}.banner.fail{background:#b3261e}
-.banner .inner{max-width:1180px;margin:0 auto}.banner p{margin:4px 0 0;opacity:.92}
+.banner{padding:22px 20px;margin-bottom:8px;color:#fff;background:#4a5568}
+.banner .inner{max-width:1180px;margin:0 auto}.banner p{margin:4px 0 0}
+.pass{color:#1e7d3b}.fail{color:#b3261e}
+.banner.pass{background:#1e7d3b;color:#fff}.banner.fail{background:#b3261e;color:#fff}
+.banner.partial{background:#f2c230;color:#1d2430}
 table{border-collapse:collapse;background:#fff;margin:6px 0 10px;font-size:13px}
 th,td{border:1px solid #d5dbe4;padding:4px 9px;text-align:left;vertical-align:top}
 th{background:#eaeef4;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#1e7d3b}.fail{color:#b3261e}
 td.pass{background:#e5f4e9;color:#14532d}td.fail{background:#fbe4e2;color:#7f1d1d;font-weight:600}
 td.num.pass::after{content:" ✓"}td.num.fail::after{content:" ✗"}
 td.skip{background:#f1f1f1;color:#666}
 .tag{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.tag.pass{background:#1e7d3b}.tag.fail{background:#b3261e}
+.tag.pass{background:#1e7d3b}.tag.fail{background:#b3261e}.tag.partial{background:#f2c230;color:#1d2430}
 code,pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre{white-space:pre-wrap;word-break:break-all;background:#fff;border:1px solid #d5dbe4;
   padding:6px 8px;margin:4px 0}

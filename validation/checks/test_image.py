@@ -1,4 +1,4 @@
-"""What the image must be: arm64 through and through, the profile's pins, the seed's contract, clean."""
+"""What the image must be: arm64 through and through, the profile's pins, the app contract, clean."""
 
 from __future__ import annotations
 

@@ -1,0 +1,87 @@
+"""`nox -s build` keeps the current and the previous `<profile>-<rev>` tag per profile, removes older ones,
+and never touches another profile's tags or tags of another form."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from validation import build
+from validation.build import RevisionTag
+
+REV = ["a" * 12, "b" * 12, "c" * 12, "d" * 12]  # committed in this order
+# commit times as git writes them, in several offsets: the last sorts first as text, last as an instant
+TIMES = [
+    "2026-01-01T10:00:00+00:00",
+    "2026-02-01T10:00:00+01:00",
+    "2026-03-02T01:00:00Z",
+    "2026-03-01T23:00:00-05:00",  # 2026-03-02T04:00Z
+]
+
+
+def test_keeps_current_and_previous_of_the_profile_only() -> None:
+    found = [RevisionTag(f"bookworm-{rev}", "bookworm", time) for rev, time in zip(REV, TIMES, strict=True)]
+    found += [
+        RevisionTag(f"bullseye-{REV[0]}", "bullseye", TIMES[0]),  # another profile
+        RevisionTag(f"bookworm-x-{REV[0]}", "bookworm-x", TIMES[0]),  # a profile whose name starts alike
+        RevisionTag("bookworm", "bookworm", TIMES[0]),  # the moving profile tag
+        RevisionTag("bookworm-release", "bookworm", TIMES[0]),  # a user's --tag
+        RevisionTag(f"bookworm-{REV[0]}-dirty", "bookworm", TIMES[0]),
+        RevisionTag(f"bookworm-{'e' * 12}", "bullseye", TIMES[0]),  # right name, another profile's image
+    ]
+    removed = build.revision_tags_to_remove(found, "bookworm", f"bookworm-{REV[3]}")
+    assert sorted(removed) == sorted([f"bookworm-{REV[0]}", f"bookworm-{REV[1]}", f"bookworm-{REV[0]}-dirty"])
+
+
+def test_building_an_older_revision_keeps_the_newest_other_one() -> None:
+    found = [RevisionTag(f"bookworm-{rev}", "bookworm", time) for rev, time in zip(REV, TIMES, strict=True)]
+    assert build.revision_tags_to_remove(found, "bookworm", f"bookworm-{REV[0]}") == [
+        f"bookworm-{REV[2]}",
+        f"bookworm-{REV[1]}",
+    ]
+
+
+def test_nothing_to_remove_with_two_revisions() -> None:
+    found = [RevisionTag(f"bookworm-{rev}", "bookworm", t) for rev, t in zip(REV[:2], TIMES[:2], strict=True)]
+    assert build.revision_tags_to_remove(found, "bookworm", f"bookworm-{REV[1]}") == []
+
+
+@pytest.fixture
+def repository(docker_host: None, tmp_path: Path) -> Iterator[str]:
+    """A throwaway repository of tiny labelled images (one file each), removed afterwards."""
+    name = f"armgate/tag-prune-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    tags = subprocess.run(
+        ["docker", "image", "ls", name, "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    if tags:
+        subprocess.run(["docker", "image", "rm", *tags], capture_output=True, check=False)
+
+
+def _tiny_image(context: Path, reference: str, profile: str, created: str) -> None:
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY marker /marker\n")
+    (context / "marker").write_text(reference)
+    command = [
+        "docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none",
+        "--label", f"org.armgate.profile={profile}", "--label", f"org.opencontainers.image.created={created}",
+        "--tag", reference, str(context),
+    ]  # fmt: skip
+    subprocess.run(command, capture_output=True, check=True)
+
+
+@pytest.mark.docker
+def test_prune_removes_older_tags_from_the_engine(repository: str, tmp_path: Path) -> None:
+    for index, (rev, time) in enumerate(zip(REV, TIMES, strict=True)):
+        _tiny_image(tmp_path / f"b{index}", f"{repository}:bookworm-{rev}", "bookworm", time)
+    _tiny_image(tmp_path / "other", f"{repository}:bullseye-{REV[0]}", "bullseye", TIMES[0])
+    removed = build.prune_revision_tags(repository, "bookworm", f"bookworm-{REV[3]}")
+    assert sorted(removed) == [f"bookworm-{REV[0]}", f"bookworm-{REV[1]}"]
+    listing = ["docker", "image", "ls", repository, "--format", "{{.Tag}}"]
+    left = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(left) == sorted([f"bookworm-{REV[2]}", f"bookworm-{REV[3]}", f"bullseye-{REV[0]}"])
