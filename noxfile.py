@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import nox
 
@@ -16,6 +18,7 @@ nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+DEFAULT_CONTRACT = Path("container/app.toml")
 # The host runs the app with a CPU build of torch (README, "Host torch"): from PyPI, torch >= 2.11
 # pulls CUDA packages on x86_64 and aarch64 alike. ARMGATE_TORCH_INDEX names another index (a
 # mirror of the CPU index); "default" uses only pip's configured index.
@@ -42,8 +45,16 @@ def torch_index_args(session: nox.Session) -> list[str]:
     return ["--extra-index-url", index]
 
 
-def install_groups(session: nox.Session, *groups: str) -> None:
+def app_host_requirements(posargs: list[str]) -> list[str]:
+    """The reference run's requirements, from the app contract (--app FILE, else container/app.toml)."""
+    contract = Path(posargs[posargs.index("--app") + 1]) if "--app" in posargs[:-1] else DEFAULT_CONTRACT
+    return list(tomllib.loads(contract.read_text())["host"]["requirements"])
+
+
+def install_groups(session: nox.Session, *groups: str, app: bool = False) -> None:
+    """The dependency groups, and with app=True the app contract's host requirements."""
     requirements = [req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)]
+    requirements += app_host_requirements(session.posargs) if app else []
     torch = [req for req in requirements if re.match(r"torch\b(?![-_.\w])", req)]
     if torch:  # first, on its own, so only torch (and its few dependencies) may come from the CPU index
         session.install(*torch, *torch_index_args(session))
@@ -73,28 +84,28 @@ def build(session: nox.Session) -> None:
 @nox.session(default=False)
 def acceptance(session: nox.Session) -> None:
     """Gate the built image: image checks, inference on the fixture cases, mask comparison, report."""
-    install_groups(session, "harness", "app")
+    install_groups(session, "harness", app=True)
     session.run("python", "-m", "validation", "acceptance", *session.posargs, env=QUIET_WARNINGS)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run armgate's own test suite (builds and gates the default image; Docker required in CI)."""
-    install_groups(session, "test")
+    install_groups(session, "test", app=True)
     session.run("pytest", *session.posargs)
 
 
 @nox.session(default=False)
 def fixtures(session: nox.Session) -> None:
     """Regenerate the fixture cases, model and goldens (--check: fail if they differ from git)."""
-    install_groups(session, "harness", "app")
+    install_groups(session, "harness", app=True)
     session.run("python", "-m", "fixtures.generate", *session.posargs, env=QUIET_WARNINGS)
 
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Measure the gate's costs as ratios against baselines run alongside; writes reports/bench.json."""
-    install_groups(session, "test")
+    install_groups(session, "test", app=True)
     session.run("python", "-m", "validation", "bench", *session.posargs)
 
 
