@@ -56,7 +56,8 @@ def _run(input_dir: Path, model: Path, output_dir: Path, app_dir: Path = SPLEEN 
          ) -> subprocess.CompletedProcess[str]:
     """`python3 ./__main__.py -i -m -o` in the app's folder, as the image runs it."""
     command = [sys.executable, "./__main__.py", "-i", str(input_dir), "-m", str(model), "-o", str(output_dir)]
-    return subprocess.run(command, cwd=app_dir, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    return subprocess.run(command, cwd=app_dir, capture_output=True, text=True, timeout=TIMEOUT_S,
+                          check=False)
 
 
 def test_contract_describes_the_spleen_app() -> None:
@@ -74,8 +75,8 @@ def test_contract_describes_the_spleen_app() -> None:
 
 @pytest.mark.parametrize("name", CASES)
 def test_app_reproduces_its_golden_and_writes_only_its_mask(name: str, tmp_path: Path) -> None:
-    """From a copy of its folder alone (so it needs nothing of app/ or the repo): only spleen_mask.nii.gz (no seg.dcm, no mask.nii.gz), equal to the
-    golden, within the case's ground-truth limits."""
+    """From a copy of its folder alone (so it needs nothing of app/ or the repo): only spleen_mask.nii.gz
+    (no seg.dcm, no mask.nii.gz), equal to the golden, within the case's ground-truth limits."""
     app_dir = shutil.copytree(SPLEEN / "app", tmp_path / "spleen-seg",
                               ignore=shutil.ignore_patterns("__pycache__"))
     output = tmp_path / "out"
@@ -130,7 +131,8 @@ def _middle_slice(folder: Path) -> Path:
     datasets = [(p, pydicom.dcmread(p, stop_before_pixels=True)) for p in sorted(folder.iterdir())]
     orientation = [float(v) for v in datasets[0][1].ImageOrientationPatient]
     normal = np.cross(orientation[:3], orientation[3:])
-    ordered = sorted(datasets, key=lambda item: float(normal @ [float(v) for v in item[1].ImagePositionPatient]))
+    ordered = sorted(datasets, key=lambda item: float(normal @ [float(v) for v in
+                                                              item[1].ImagePositionPatient]))
     return ordered[len(ordered) // 2][0]
 
 
@@ -160,7 +162,8 @@ def _bad_input(kind: str, tmp_path: Path) -> tuple[Path, Path, Path, str]:
                 shutil.copy(path, folder)
         return folder, model, output, f"input folder {folder} has no CT series with ImageType AXIAL"
     if kind == "missing model":
-        return _copy_case(tmp_path), tmp_path / "none.ts", output, f"model file {tmp_path / 'none.ts'} does not"
+        absent = tmp_path / "none.ts"
+        return _copy_case(tmp_path), absent, output, f"model file {absent} does not exist"
     if kind == "not TorchScript":
         fake = tmp_path / "model.ts"
         fake.write_text("weights")
@@ -174,9 +177,9 @@ def _bad_input(kind: str, tmp_path: Path) -> tuple[Path, Path, Path, str]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing input folder", "non-DICOM file", "truncated DICOM", "missing slice",
-                                  "no CT axial series", "missing model", "not TorchScript",
-                                  "the multi-organ model", "output is a file"])
+@pytest.mark.parametrize("kind", ["missing input folder", "non-DICOM file", "truncated DICOM",
+                                  "missing slice", "no CT axial series", "missing model",
+                                  "not TorchScript", "the multi-organ model", "output is a file"])
 def test_bad_input_is_one_line(kind: str, tmp_path: Path) -> None:
     input_dir, model, output, expected = _bad_input(kind, tmp_path)
     before = _digest(input_dir)
@@ -200,7 +203,8 @@ def test_fixtures_check_reproduces_the_spleen_tree(capsys: pytest.CaptureFixture
     assert "all fixtures match" in capsys.readouterr().err
 
 
-def test_fixtures_check_names_each_changed_spleen_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fixtures_check_names_each_changed_spleen_file(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """A changed DICOM pixel, case.toml limit and model in a copy of the tree are each named."""
     root = tmp_path / "spleen"
     shutil.copytree(SPLEEN / "model", root / "model")
