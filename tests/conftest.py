@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from validation import build, host, profiles
+from validation import build, contract, host, profiles
 from validation.build import BuildRecord
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -44,3 +44,13 @@ def docker_host() -> None:
 def built_image(docker_host: None) -> BuildRecord:
     """The default profile's image, built once per test session (seconds when nothing changed)."""
     return build.build(profiles.load(), report=build.REPORTS / "build.json")
+
+
+SPLEEN_CONTRACT = profiles.ROOT / "fixtures" / "spleen" / "app.toml"
+
+
+@pytest.fixture(scope="session")
+def spleen_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> BuildRecord:
+    """The second app's image (fixtures/spleen), built through its contract like any user's app."""
+    report = tmp_path_factory.mktemp("spleen-build") / "build.json"
+    return build.build(profiles.load(), report=report, app=contract.load(SPLEEN_CONTRACT))
