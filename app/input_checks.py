@@ -14,6 +14,8 @@ from typing import List, Optional, Tuple
 
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 MODEL_FILE_NAME = "model.ts"
+NOT_DICOM = "is not a DICOM file"
+DAMAGED_FIX = "fix: remove or replace it; the app does not segment a series with missing or damaged slices"
 
 
 class AppInputError(Exception):
@@ -40,39 +42,103 @@ def _list_candidate_files(input_dir: Path) -> List[Path]:
 def _expected_pixel_bytes(dataset) -> Optional[int]:
     """Pixel data length for native (uncompressed) encodings; None when it cannot be known upfront."""
     transfer_syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-    bits = int(dataset.get("BitsAllocated", 0) or 0)
     try:
+        bits = int(dataset.get("BitsAllocated", 0) or 0)
         if transfer_syntax is None or transfer_syntax.is_compressed or bits < 8:
             return None
-    except ValueError:  # a private transfer syntax pydicom does not know
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        return int(dataset.Rows or 0) * int(dataset.Columns or 0) * samples * (bits // 8) * frames
+    except (ValueError, TypeError):  # a private transfer syntax or a malformed value: judged later
         return None
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-    return int(dataset.Rows) * int(dataset.Columns) * samples * (bits // 8) * frames
+
+
+class NotDicomError(Exception):
+    """The file is not DICOM at all (no DICM prefix and no recognisable dataset)."""
+
+
+def _looks_like_dicom(dataset) -> bool:
+    """A file read without the DICM prefix counts as DICOM only if it names a valid SOP Class."""
+    from pydicom.uid import UID
+
+    try:
+        sop_class = dataset.get("SOPClassUID")
+        return bool(sop_class) and UID(str(sop_class)).is_valid and len(dataset) > 3
+    except Exception:
+        return False
+
+
+def read_dicom(path: Path, stop_before_pixels: bool = False):
+    """Reads a DICOM file, also one without the 128-byte preamble or file meta, as some exporters write it.
+
+    A bare dataset gets the transfer syntax pydicom detected (implicit or explicit VR, little or big endian)
+    recorded in its file meta, so its pixel data can be decoded. Raises NotDicomError for anything else.
+    """
+    from pydicom import dcmread
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        return dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass
+    try:
+        dataset = dcmread(str(path), stop_before_pixels=stop_before_pixels, force=True)
+    except Exception:
+        raise NotDicomError() from None
+    if not _looks_like_dicom(dataset):
+        raise NotDicomError()
+    if not hasattr(dataset, "file_meta"):
+        dataset.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in dataset.file_meta:
+        if hasattr(dataset, "original_encoding"):  # pydicom 3
+            implicit, little = dataset.original_encoding
+        else:  # pydicom 2
+            implicit, little = dataset.is_implicit_VR, dataset.is_little_endian
+        dataset.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
+    return dataset
 
 
 def dicom_file_problem(path: Path) -> Optional[str]:
-    """Returns why path is not a complete DICOM instance, or None when it is fine."""
-    from pydicom import dcmread
-    from pydicom.errors import InvalidDicomError
+    """Returns why path is not a usable DICOM instance, or None when it is fine.
 
+    The messages say what is wrong with a DICOM file (e.g. an empty UID) distinctly from "not DICOM", so an
+    anonymized export is not mistaken for a folder of other files.
+    """
     try:
-        dataset = dcmread(str(path))
-    except InvalidDicomError:
-        return "is not a DICOM file (no DICM header)"
-    except (OSError, ValueError, EOFError, KeyError, TypeError) as error:
-        return f"cannot be read as DICOM ({type(error).__name__}: {error})"
-    missing = [keyword for keyword in REQUIRED_UIDS if not dataset.get(keyword)]
-    if missing:
-        return f"is an incomplete or truncated DICOM file (missing {', '.join(missing)})"
+        dataset = read_dicom(path)
+    except NotDicomError:
+        return NOT_DICOM
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as error:
+        return f"cannot be read as DICOM ({type(error).__name__}: {_first_line(error)}); {DAMAGED_FIX}"
+    for keyword in REQUIRED_UIDS:
+        if keyword not in dataset:
+            return (
+                f"is DICOM but has no {keyword} (a damaged, truncated or incompletely anonymized file); "
+                f"fix: export the series again with its UIDs"
+            )
+        if not str(dataset[keyword].value or "").strip():
+            return (
+                f"is DICOM but its {keyword} is empty (as some anonymizers leave it); the series cannot be "
+                "grouped or referenced by the DICOM SEG without it; fix: export again with UIDs kept or "
+                "replaced consistently, not blanked"
+            )
     if "Rows" in dataset and "Columns" in dataset:
         if "PixelData" not in dataset:
-            return "is a truncated DICOM image (no pixel data)"
+            return "is a truncated DICOM image (no pixel data); " + DAMAGED_FIX
         expected = _expected_pixel_bytes(dataset)
         actual = len(dataset.PixelData)
         if expected is not None and actual < expected:
-            return f"is a truncated DICOM image ({actual} of {expected} pixel data bytes)"
+            return f"is a truncated DICOM image ({actual} of {expected} pixel data bytes); {DAMAGED_FIX}"
     return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def check_input_dir(input_dir: Path) -> List[Path]:
@@ -98,18 +164,19 @@ def check_input_dir(input_dir: Path) -> List[Path]:
             good.append(path)
         else:
             problems.append((path, problem))
-    if not good:
+    dicom_problems = [(path, problem) for path, problem in problems if problem != NOT_DICOM]
+    if not good and not dicom_problems:
+        found = f"{len(files)} files, none DICOM, e.g. {files[0].name}" if files else "it is empty"
         raise AppInputError(
-            f"input folder {input_dir} holds no DICOM files ({len(files)} non-DICOM files); "
+            f"input folder {input_dir} holds no DICOM files ({found}); "
             "fix: pass -i with the folder that holds the CT series"
         )
     if problems:
-        path, problem = problems[0]
-        others = f" (and {len(problems) - 1} more bad files)" if len(problems) > 1 else ""
-        raise AppInputError(
-            f"input file {path} {problem}{others}; fix: remove or replace it, the app does not segment "
-            "a series with missing or damaged slices"
-        )
+        path, problem = (dicom_problems or problems)[0]
+        if problem == NOT_DICOM:
+            problem = f"is not a DICOM file (no DICM header and no DICOM dataset); {DAMAGED_FIX}"
+        others = f" ({len(problems) - 1} more files have problems)" if len(problems) > 1 else ""
+        raise AppInputError(f"input file {path} {problem}{others}")
     return good
 
 

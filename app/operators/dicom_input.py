@@ -4,26 +4,53 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from input_checks import AppInputError
+from input_checks import AppInputError, read_dicom
 from monai.deploy.core.domain.dicom_series import DICOMSeries
 from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
 from monai.deploy.core.domain.dicom_study import DICOMStudy
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
+from series_checks import check_decodable, check_series_headers
 from volume_geometry import check_series_geometry, is_axial
 
 logger = logging.getLogger(__name__)
 
 ORIENTATION_CHECKS: Dict[str, Callable[[Sequence[float]], bool]] = {"axial": is_axial}
 MAX_SERIES_LISTED = 5
+SERIES_TEXT_ATTRIBUTES = (
+    "SeriesDate",
+    "SeriesTime",
+    "Modality",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "PatientPosition",
+    "Laterality",
+)
+
+
+def _floats(value: Any, count: int) -> Optional[List[float]]:
+    """count floats from a multi-valued DS, or None when empty, short or malformed (checked later)."""
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == count else None
+
+
+def _integer(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class VettedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
-    """Loads only the files input_checks vetted, in sorted order.
+    """Loads only the files input_checks vetted, in sorted order, taking headers as scanners write them.
 
-    The SDK lists the folder itself in directory order and would choke on DICOMDIR or damaged files.
+    The SDK lists the folder itself in directory order and would choke on DICOMDIR or damaged files; it also
+    refuses files without the 128-byte preamble and fails on empty Type 2 attributes such as SeriesNumber.
     """
 
     def __init__(self, dicom_files: Sequence[Path], *args: Any, **kwargs: Any) -> None:
@@ -32,6 +59,41 @@ class VettedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 
     def _list_files(self, path: Any, files: List[str]) -> None:
         files.extend(self._dicom_files)
+
+    def _load_data(self, files: List[str]) -> List[DICOMStudy]:
+        """The SDK's grouping by Study and Series Instance UID (vetted non-empty), read with read_dicom."""
+        studies: Dict[str, DICOMStudy] = {}
+        series_by_uid: Dict[Tuple[str, str], DICOMSeries] = {}
+        for file in files:
+            dataset = read_dicom(Path(file))
+            study_uid, series_uid = str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)
+            if study_uid not in studies:
+                studies[study_uid] = DICOMStudy(study_uid)
+                self.populate_study_attributes(studies[study_uid], dataset)
+            key = (study_uid, series_uid)
+            if key not in series_by_uid:
+                series_by_uid[key] = DICOMSeries(series_uid)
+                self.populate_series_attributes(series_by_uid[key], dataset)
+                studies[study_uid].add_series(series_by_uid[key])
+            series_by_uid[key].add_sop_instance(dataset)
+        return list(studies.values())
+
+    def populate_series_attributes(self, series: DICOMSeries, sop_instance: Any) -> None:
+        """The SDK's series attributes; empty Type 2 values (SeriesNumber, PixelSpacing...) are left unset."""
+        for keyword in SERIES_TEXT_ATTRIBUTES:
+            value = sop_instance.get(keyword)
+            if value is not None:
+                setattr(series, keyword, value)
+        number = _integer(sop_instance.get("SeriesNumber"))
+        if number is not None:
+            series.SeriesNumber = number
+        spacing = _floats(sop_instance.get("PixelSpacing") or sop_instance.get("ImagerPixelSpacing"), 2)
+        if spacing:
+            series.row_pixel_spacing, series.col_pixel_spacing = spacing
+        orientation = _floats(sop_instance.get("ImageOrientationPatient"), 6)
+        if orientation:
+            series.row_direction_cosine = orientation[:3]
+            series.col_direction_cosine = orientation[3:]
 
 
 def _orientation_of(series: DICOMSeries) -> str:
@@ -89,10 +151,12 @@ class CTAxialSeriesSelectorOperator(DICOMSeriesSelectorOperator):
             logger.warning(
                 "%d series matched the CT axial rules; using the one with most images", len(candidates)
             )
-        check_series_geometry(
-            [instance.get_native_sop_instance() for instance in series.get_sop_instances()],
-            f"selected series {series.SeriesInstanceUID} in {self._input_dir}",
-        )
+        datasets = [instance.get_native_sop_instance() for instance in series.get_sop_instances()]
+        series_name = f"selected series {series.SeriesInstanceUID} in {self._input_dir}"
+        if len(datasets) > 1:  # a single image is refused by the geometry check with its own line
+            check_series_headers(datasets, series_name)
+        check_series_geometry(datasets, series_name)
+        check_decodable(datasets, series_name)
         result = StudySelectedSeries(study)
         result.add_selected_series(chosen)
         return [result]
