@@ -32,7 +32,12 @@ PACKAGES_FOR_CHECK = {
 APT_PACKAGES = ("docker.io", "qemu-user-static", "binfmt-support", "debootstrap")
 # Tools armgate's own tests call (`nox -s tests`): an independent DICOM validator and a real browser
 # that opens report.html. tool on PATH -> the Debian package that brings it.
-TEST_TOOLS = {"dciodvfy": "dicom3tools", "chromium": "chromium", "chromedriver": "chromium-driver"}
+TEST_TOOLS = {
+    "dciodvfy": "dicom3tools",
+    "dcmcjpeg": "dcmtk",  # an independent encoder of the compressed transfer syntaxes under test
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
 
 
 @dataclass(frozen=True)
