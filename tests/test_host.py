@@ -21,5 +21,6 @@ def test_missing_test_tools_are_named_with_their_packages(monkeypatch: pytest.Mo
 
 def test_present_test_tools_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(host.shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    assert host.check_test_tools() == host.Check("test tools", True, "dciodvfy, dcmcjpeg, chromium, chromedriver")
+    present = "dciodvfy, dcmcjpeg, chromium, chromedriver"
+    assert host.check_test_tools() == host.Check("test tools", True, present)
     assert host.manual_commands(READY) == []
