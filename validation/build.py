@@ -192,8 +192,10 @@ def buildx_args(
 
 
 def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | None = None) -> BuildRecord:
-    require_engine()
     app = profiles.load_app()
+    locked = lock.parse_lock(profile.lock_path) if profile.install == "wheelhouse" else []
+    profiles.check_app_floors(profile, app, {package.name: package.version for package in locked})
+    require_engine()
     started = time.monotonic()
     if profile.base.kind == "debootstrap":
         base_reference = make_debootstrap_base(profile)

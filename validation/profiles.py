@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ LOCKS_DIR = ROOT / "container" / "locks"
 APP_TOML = ROOT / "container" / "app.toml"
 DEFAULT_PROFILE = "bookworm"
 PLATFORM_ARCH = {"linux/arm64": "aarch64"}
+DEFAULT_MANYLINUX = "manylinux_2_28"  # bookworm's glibc is 2.36; 2_28 is what its wheels are built for
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Profile:
     upgrade: tuple[str, ...]
     pins: dict[str, SpecifierSet]
     pip_check_allow: tuple[str, ...]
+    manylinux: str = DEFAULT_MANYLINUX  # newest manylinux tag the base's glibc runs (lock resolution)
 
     @property
     def arch(self) -> str:
@@ -77,6 +80,8 @@ class App:
     user: str
     uid: int
     entrypoint: tuple[str, ...]
+    requires_python: SpecifierSet = field(default_factory=SpecifierSet)
+    requires: tuple[Requirement, ...] = ()
 
     @property
     def install_dir(self) -> str:
@@ -197,14 +202,30 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
         path=path,
         description=meta.str("description"),
         platform=platform,
-        python=meta.str("python"),
+        python=_python_version(meta),
         base=base,
         install=req.str("install", choices=("wheelhouse", "network")),
         packages=packages,
         upgrade=upgrade,
         pins=pins,
         pip_check_allow=checks.strings("pip_check_allow", required=False),
+        manylinux=_manylinux_tag(meta),
     )
+
+
+def _python_version(meta: _Fields) -> str:
+    value = meta.str("python")
+    if not re.fullmatch(r"3\.\d+", value):
+        raise meta._fail("python", f"is {value!r}; expected the base's CPython as MAJOR.MINOR, e.g. \"3.9\"")
+    return value
+
+
+def _manylinux_tag(meta: _Fields) -> str:
+    value = meta.str("manylinux", default=DEFAULT_MANYLINUX)
+    if not re.fullmatch(r"manylinux_2_\d+", value):
+        expected = "expected manylinux_2_<glibc minor>, e.g. manylinux_2_31"
+        raise meta._fail("manylinux", f"is {value!r}; {expected}")
+    return value
 
 
 def load_app(path: Path = APP_TOML) -> App:
@@ -212,10 +233,41 @@ def load_app(path: Path = APP_TOML) -> App:
     source = ROOT / fields.str("source")
     if not (source / "__main__.py").is_file():
         raise GateError(f"{path}: field 'app.source' points to {source}, which has no __main__.py")
+    try:
+        requires_python = SpecifierSet(fields.str("requires_python"))
+    except InvalidSpecifier:
+        raise GateError(f"{path}: field 'app.requires_python' is not a version specifier") from None
+    requires = []
+    for spec in fields.strings("requires"):
+        try:
+            requires.append(Requirement(spec))
+        except InvalidRequirement:
+            raise GateError(f"{path}: field 'app.requires' item {spec!r} is not a requirement") from None
     return App(
         name=fields.str("name"),
         source=source,
         user=fields.str("user"),
         uid=fields.int("uid"),
         entrypoint=fields.strings("entrypoint"),
+        requires_python=requires_python,
+        requires=tuple(requires),
     )
+
+
+def check_app_floors(profile: Profile, app: App, locked: dict[str, str] | None = None) -> None:
+    """Fail before any build step when the profile's Python, or a locked package, is below what
+    the app declares in container/app.toml: a floor is a fact to check, not a surprise at runtime."""
+    if profile.python not in app.requires_python:
+        raise GateError(
+            f"{profile.path}: Python {profile.python} is below the app's floor "
+            f"(requires_python {app.requires_python} in {APP_TOML.relative_to(ROOT)}); "
+            "use a base with a newer Python"
+        )
+    for requirement in app.requires:
+        version = (locked or {}).get(re.sub(r"[-_.]+", "-", requirement.name).lower())
+        if version is not None and version not in requirement.specifier:
+            raise GateError(
+                f"{profile.lock_path}: {requirement.name} {version} does not satisfy the app's "
+                f"{requirement} ({APP_TOML.relative_to(ROOT)}); "
+                "change the profile's packages and rerun `nox -s lock`"
+            )
