@@ -14,7 +14,7 @@ BOOKWORM = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
 
 def test_shipped_profiles_load() -> None:
     loaded = {name: profiles.load(name) for name in profiles.available()}
-    assert {"bookworm", "clara-agx-21.05"} <= set(loaded)
+    assert {"bookworm", "bullseye-torch1.8", "clara-agx-21.05"} <= set(loaded)
     bookworm = loaded["bookworm"]
     assert bookworm.platform == "linux/arm64" and bookworm.arch == "aarch64"
     assert bookworm.install == "wheelhouse"
@@ -30,6 +30,51 @@ def test_clara_profile_is_the_seed() -> None:
     assert clara.upgrade == ("setuptools==57.4.0", "wheel==0.37.0")
     assert "1.7.1" in clara.pins["torch"] and "1.8.0" not in clara.pins["torch"]
     assert "1.19.5" in clara.pins["numpy"]
+
+
+def test_torch18_profile_is_the_torch1x_device_stack() -> None:
+    torch18 = profiles.load("bullseye-torch1.8")
+    assert torch18.install == "wheelhouse" and torch18.python == "3.9"
+    assert torch18.base.reference.startswith("armgate/base:bullseye-")
+    expected = {"torch": "1.8.1", "numpy": "1.21.6", "monai": "1.1.0", "monai-deploy-app-sdk": "0.5.1",
+                "setuptools": "57.4.0", "wheel": "0.37.0"}  # fmt: skip
+    for package, version in expected.items():
+        assert version in torch18.pins[package], (package, torch18.pins[package])
+    assert "1.9.0" not in torch18.pins["torch"]
+
+
+def test_clara_profile_says_its_bases_python() -> None:
+    """Ubuntu 18.04's python3 is 3.6, and NVIDIA's torch 1.7 is built for it."""
+    assert profiles.load("clara-agx-21.05").python == "3.6"
+
+
+def test_a_profile_below_the_apps_python_floor_is_refused() -> None:
+    app, clara = profiles.load_app(), profiles.load("clara-agx-21.05")
+    assert "3.6" not in app.requires_python and "3.9" in app.requires_python
+    with pytest.raises(GateError, match=r"clara-agx-21\.05\.toml: Python 3\.6 is below the app's floor"):
+        profiles.check_app_floors(clara, app)
+    profiles.check_app_floors(profiles.load("bullseye-torch1.8"), app)  # 3.9 meets it
+
+
+def test_a_lock_below_the_apps_sdk_floor_is_refused() -> None:
+    app, bookworm = profiles.load_app(), profiles.load()
+    with pytest.raises(GateError, match=r"monai-deploy-app-sdk 0\.4\.0 does not satisfy the app's"):
+        profiles.check_app_floors(bookworm, app, {"monai-deploy-app-sdk": "0.4.0"})
+    profiles.check_app_floors(bookworm, app, {"monai-deploy-app-sdk": "0.5.1"})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('requires_python = ">=3.9"', 'requires_python = "3.9+"'), "app.requires_python"),
+        (lambda t: t.replace('requires = ["', 'requires = ["!!'), "app.requires"),
+    ],
+)
+def test_invalid_app_floor_names_the_field(tmp_path: Path, edit, message: str) -> None:
+    broken = tmp_path / "app.toml"
+    broken.write_text(edit(profiles.APP_TOML.read_text()))
+    with pytest.raises(GateError, match=message):
+        profiles.load_app(broken)
 
 
 def test_recipe_hash_follows_the_recipe() -> None:
@@ -64,6 +109,8 @@ def test_unknown_profile_names_the_choices() -> None:
         (lambda t: t.replace('install = "wheelhouse"', "install = 3"), r"'requirements.install'"),
         (lambda t: t.replace("[pins]", "[pinz]"), r"'pins' is missing"),
         (lambda t: t.replace('suite = "bookworm"', 'suite = "bookworm'), r"not valid TOML"),
+        (lambda t: t.replace('python = "3.11"', 'python = "3.11.2"'), r"'profile.python' is '3.11.2'"),
+        (lambda t: t.replace("[base]", 'manylinux = "glibc-2.31"\n[base]'), r"'profile.manylinux'"),
     ],
 )
 def test_invalid_profile_names_file_and_field(tmp_path: Path, edit, message: str) -> None:
