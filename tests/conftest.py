@@ -31,3 +31,15 @@ def docker_host() -> None:
 def built_image(docker_host: None) -> BuildRecord:
     """The default profile's image, built once per test session (seconds when nothing changed)."""
     return build.build(profiles.load(), report=build.REPORTS / "build.json")
+
+
+TORCH18_PROFILE = "bullseye-torch1.8"
+
+
+@pytest.fixture(scope="session")
+def torch18_image(docker_host: None) -> BuildRecord:
+    """The torch-1.x device stack's image, built once per session; its records sit in their own folder
+    so the default profile's reports/build.json and SBOM stay as they are."""
+    return build.build(
+        profiles.load(TORCH18_PROFILE), report=build.REPORTS / TORCH18_PROFILE / "build.json"
+    )

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from validation import build, cases, compare, profiles, run
+from validation import build, cases, compare, model_check, profiles, run
 from validation.errors import GateError
 
 CHECKS_DIR = Path(__file__).with_name("checks")
@@ -333,6 +333,8 @@ def run_gate(config: GateConfig, pytest_args: list[str]) -> int:
     config.reports.mkdir(parents=True)
     session = GateSession(config)
     session.image_facts  # noqa: B018 - fail fast, with one line, when the image is missing
+    # Before any case: a model the image's torch cannot read fails here in one line, not mid-case.
+    model_check.require_usable_model(config.image, config.model, config.profile.platform)
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     args = [
         str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line",

@@ -1,0 +1,189 @@
+"""Before any case runs: can the image's torch load the model and run one forward pass?
+
+A device's torch is often older than the one the model was exported with, and an old torch can
+abort inside the TorchScript reader rather than raise. So the model is loaded in the image, in
+its own locked-down, resource-limited container, and the gate fails with one line naming the
+model's archive (format, writer) and the image's torch, never mid-case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from validation import lock, profiles, run
+from validation.errors import GateError
+
+MEMORY = "2g"  # the fixture model peaks far below this; the real UNETR at one 96^3 window also fits
+TIMEOUT_S = 600.0
+MARKER = "ARMGATE_MODEL_CHECK "
+TORCH_MARKER = "ARMGATE_TORCH "
+# Records torch 1.8 does not write: their presence says the archive comes from a newer torch.
+NEWER_WRITER_RECORDS = ("byteorder", ".data/serialization_id")
+
+# Runs in the image under its Python (3.9 on the oldest profile): one JSON line, or an abort.
+PROBE = """
+import json, sys
+import torch
+print("ARMGATE_TORCH " + torch.__version__, flush=True)
+torch.set_num_threads(1)
+result = {"torch": torch.__version__, "stage": "load"}
+try:
+    model = torch.jit.load("/model/model.ts", map_location="cpu").eval()
+    result["stage"] = "forward"
+    with torch.no_grad():
+        output = model(torch.zeros(SHAPE))
+    result.update(ok=True, output_shape=list(output.shape))
+except Exception as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    result.update(ok=False, error=type(error).__name__ + ": " + (lines[-1] if lines else ""))
+print("ARMGATE_MODEL_CHECK " + json.dumps(result), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """What the model file says about itself, read on the host without torch."""
+
+    file_format: str
+    writer: str
+
+    def describe(self) -> str:
+        return f"TorchScript file format {self.file_format}, {self.writer}"
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    ok: bool
+    torch: str
+    line: str
+    seconds: float
+    output_shape: tuple[int, ...] = ()
+
+
+def forward_shape() -> tuple[int, ...]:
+    """One window of the app's sliding-window inference: the one input shape every model must take."""
+    spec = importlib.util.spec_from_file_location("app_config", profiles.ROOT / "app" / "app_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return (1, 1, *module.ROI_SIZE)
+
+
+def archive_facts(model: Path) -> ArchiveFacts:
+    """The archive's declared file format and whether a torch newer than 1.8 wrote it."""
+    try:
+        with zipfile.ZipFile(model) as archive:
+            names = archive.namelist()
+            version = next((name for name in names if name.split("/", 1)[-1] == "version"), None)
+            file_format = archive.read(version).decode().strip() if version else "unknown"
+    except (zipfile.BadZipFile, OSError) as error:
+        raise GateError(f"{model}: not a TorchScript archive ({error}); pass a torch.jit.save file") from None
+    records = {name.split("/", 1)[-1] for name in names}
+    newer = [record for record in NEWER_WRITER_RECORDS if record in records]
+    writer = (
+        f"written by a torch newer than 1.8 (has {', '.join(newer)})" if newer else "no newer-torch records"
+    )
+    return ArchiveFacts(file_format, writer)
+
+
+def _probe_command(image: str, name: str, model_dir: Path, platform: str) -> list[str]:
+    """`docker run` of the probe with the case runs' lock-down and its own smaller limits."""
+    probe = PROBE.replace("SHAPE", repr(forward_shape()))
+    return [
+        "docker", "run", "--detach", "--name", name, "--platform", platform,
+        "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", "1", *run.HARDENED_FLAGS,
+        "-v", f"{model_dir.resolve()}:/model:ro", "--entrypoint", "python3", image, "-c", probe,
+    ]  # fmt: skip
+
+
+def check_model(image: str, model: Path, platform: str = "linux/arm64") -> ModelCheck:
+    """Load the model in the image and run one forward; the container is always removed."""
+    facts = archive_facts(model)
+    name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
+    model_dir, holder = run.model_mount(model)
+    started = time.monotonic()
+    try:
+        created = subprocess.run(
+            _probe_command(image, name, model_dir, platform), capture_output=True, text=True, check=False
+        )
+        if created.returncode != 0:
+            raise GateError(f"model check: docker run of {image} failed: {run.docker_error(created.stderr)}")
+        exit_code, _ = run._wait(name, created.stdout.strip(), TIMEOUT_S)
+        logs = run._docker("logs", name)
+        output = logs.stdout + logs.stderr
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+        if holder is not None:
+            holder.cleanup()
+    seconds = time.monotonic() - started
+    return _verdict(model, facts, output, exit_code, seconds)
+
+
+def _verdict(
+    model: Path, facts: ArchiveFacts, output: str, exit_code: int | None, seconds: float
+) -> ModelCheck:
+    """One line either way: what loaded in which torch, or why not."""
+    lines = output.splitlines()
+    torch = next((line[len(TORCH_MARKER) :] for line in lines if line.startswith(TORCH_MARKER)), "unknown")
+    result = next((json.loads(line[len(MARKER) :]) for line in lines if line.startswith(MARKER)), None)
+    subject = f"{model} ({facts.describe()})"
+    if result and result.get("ok"):
+        shape = tuple(result["output_shape"])
+        line = f"model check: {subject} loads in torch {torch} and maps {forward_shape()} to {shape}"
+        return ModelCheck(True, torch, line, seconds, shape)
+    if exit_code is None:
+        reason = f"no answer within {TIMEOUT_S:.0f} s"
+    elif result:
+        reason = f"{result['stage']} failed: {result['error'][:300]}"
+    else:
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "no output")
+        reason = f"the process died (exit code {exit_code}): {last[:300]}"
+    line = (
+        f"model check: {subject} cannot be used by the image's torch {torch}: {reason}; "
+        f"export the model with torch {torch} (README: Exporting a model for an older device)"
+    )
+    return ModelCheck(False, torch, line, seconds)
+
+
+def _image_identity(image: str) -> tuple[str, str]:
+    """(image id, os/architecture), or a GateError naming the image when the engine lacks it."""
+    found = run._docker("image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", image)
+    if found.returncode != 0:
+        raise GateError(f"model check: image {image} not found: {run.docker_error(found.stderr)}")
+    image_id, platform = found.stdout.split()
+    return image_id, platform
+
+
+def require_usable_model(image: str, model: Path, platform: str = "linux/arm64") -> ModelCheck | None:
+    """The gate's pre-check: print the line on success, raise it as a GateError on failure.
+
+    A pass is remembered per (image id, model sha256): same bytes, same answer, so a second gate of
+    the same image and model does not pay for another emulated torch start. An image of another
+    architecture is left to the architecture check and the case runs, which name it.
+    """
+    image_id, found = _image_identity(image)
+    if found != platform:
+        print(f"model check: not run, image {image} is {found}, not {platform}", flush=True)
+        return None
+    model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    memo = lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{model_sha[:24]}.json"
+    if memo.is_file():
+        check = ModelCheck(**{**json.loads(memo.read_text()), "output_shape": ()})
+        print(f"{check.line} (passed before for this image and model)", flush=True)
+        return check
+    check = check_model(image, model, platform)
+    if not check.ok:
+        raise GateError(check.line)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps(
+        {"ok": True, "torch": check.torch, "line": check.line, "seconds": check.seconds}
+    ))
+    print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
+    return check
