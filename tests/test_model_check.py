@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import TORCH18_PROFILE
-from validation import model_check, profiles, run
+from validation import lock, model_check, profiles, run
 from validation.build import BuildRecord
 from validation.errors import GateError
 
@@ -78,6 +78,27 @@ def test_verdict_is_one_line_naming_archive_and_torch(
     assert not check.ok and "\n" not in check.line
     assert f"TorchScript file format {facts.file_format}" in check.line
     assert re.search(expected, check.line), check.line
+
+
+def test_only_a_pass_is_remembered(
+    host_conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure is never cached; a pass is, per image id and model hash; a foreign image is not probed."""
+    monkeypatch.setattr(lock, "CACHE", tmp_path)
+    monkeypatch.setattr(model_check, "_image_identity", lambda image: ("sha256:0123abcd", "linux/arm64"))
+    verdicts = iter([
+        model_check.ModelCheck(False, "1.8.1", "model check: refused", 1.0),
+        model_check.ModelCheck(True, "1.8.1", "model check: loads", 1.0, (1, 14, 96, 96, 96)),
+    ])  # fmt: skip
+    monkeypatch.setattr(model_check, "check_model", lambda *args: next(verdicts))
+    with pytest.raises(GateError, match="model check: refused"):
+        model_check.require_usable_model("img", host_conv_model)
+    assert not list(tmp_path.rglob("*.json"))
+    assert model_check.require_usable_model("img", host_conv_model).line == "model check: loads"
+    remembered = model_check.require_usable_model("img", host_conv_model)  # the iterator is exhausted
+    assert remembered is not None and remembered.ok and remembered.torch == "1.8.1"
+    monkeypatch.setattr(model_check, "_image_identity", lambda image: ("sha256:ffff", "linux/amd64"))
+    assert model_check.require_usable_model("img", host_conv_model) is None
 
 
 @pytest.mark.docker

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -161,6 +162,14 @@ def _image_identity(image: str) -> tuple[str, str]:
     return image_id, platform
 
 
+def _read_memo(memo: Path) -> ModelCheck | None:
+    try:
+        data = json.loads(memo.read_text())
+        return ModelCheck(True, str(data["torch"]), str(data["line"]), float(data["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def require_usable_model(image: str, model: Path, platform: str = "linux/arm64") -> ModelCheck | None:
     """The gate's pre-check: print the line on success, raise it as a GateError on failure.
 
@@ -174,16 +183,16 @@ def require_usable_model(image: str, model: Path, platform: str = "linux/arm64")
         return None
     model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
     memo = lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{model_sha[:24]}.json"
-    if memo.is_file():
-        check = ModelCheck(**{**json.loads(memo.read_text()), "output_shape": ()})
-        print(f"{check.line} (passed before for this image and model)", flush=True)
-        return check
+    remembered = _read_memo(memo)
+    if remembered is not None:
+        print(f"{remembered.line} (passed before for this image and model)", flush=True)
+        return remembered
     check = check_model(image, model, platform)
     if not check.ok:
         raise GateError(check.line)
     memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(json.dumps(
-        {"ok": True, "torch": check.torch, "line": check.line, "seconds": check.seconds}
-    ))
+    partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
+    partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
+    os.replace(partial, memo)
     print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
     return check
