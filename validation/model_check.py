@@ -94,13 +94,15 @@ def archive_facts(model: Path) -> ArchiveFacts:
     return ArchiveFacts(file_format, writer)
 
 
-def _probe_command(image: str, name: str, model_dir: Path, platform: str) -> list[str]:
-    """`docker run` of the probe with the case runs' lock-down and its own smaller limits."""
+def _probe_command(image: str, name: str, model: Path, platform: str) -> list[str]:
+    """`docker run` of the probe with the case runs' lock-down and its own smaller limits.
+
+    The file itself is mounted at /model/model.ts (whatever its name), readable by the image's user."""
     probe = PROBE.replace("SHAPE", repr(forward_shape()))
     return [
         "docker", "run", "--detach", "--name", name, "--platform", platform,
         "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", "1", *run.HARDENED_FLAGS,
-        "-v", f"{model_dir.resolve()}:/model:ro", "--entrypoint", "python3", image, "-c", probe,
+        "-v", f"{model.resolve()}:/model/model.ts:ro", "--entrypoint", "python3", image, "-c", probe,
     ]  # fmt: skip
 
 
@@ -108,11 +110,10 @@ def check_model(image: str, model: Path, platform: str = "linux/arm64") -> Model
     """Load the model in the image and run one forward; the container is always removed."""
     facts = archive_facts(model)
     name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
-    model_dir, holder = run.model_mount(model)
     started = time.monotonic()
     try:
         created = subprocess.run(
-            _probe_command(image, name, model_dir, platform), capture_output=True, text=True, check=False
+            _probe_command(image, name, model, platform), capture_output=True, text=True, check=False
         )
         if created.returncode != 0:
             raise GateError(f"model check: docker run of {image} failed: {run.docker_error(created.stderr)}")
@@ -121,8 +122,6 @@ def check_model(image: str, model: Path, platform: str = "linux/arm64") -> Model
         output = logs.stdout + logs.stderr
     finally:
         subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
-        if holder is not None:
-            holder.cleanup()
     seconds = time.monotonic() - started
     return _verdict(model, facts, output, exit_code, seconds)
 
