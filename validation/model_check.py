@@ -102,6 +102,9 @@ def _probe_command(image: str, name: str, model: Path, platform: str) -> list[st
     return [
         "docker", "run", "--detach", "--name", name, "--platform", platform,
         "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", "1", *run.HARDENED_FLAGS,
+        # An init as PID 1: torch aborting as PID 1 under QEMU never exits (PID 1 ignores the
+        # SIGABRT qemu raises on itself); no core dump of a multi-GB emulated process either.
+        "--init", "--ulimit", "core=0",
         "-v", f"{model.resolve()}:/model/model.ts:ro", "--entrypoint", "python3", image, "-c", probe,
     ]  # fmt: skip
 
@@ -143,8 +146,12 @@ def _verdict(
     elif result:
         reason = f"{result['stage']} failed: {result['error'][:300]}"
     else:
-        last = next((line.strip() for line in reversed(lines) if line.strip()), "no output")
-        reason = f"the process died (exit code {exit_code}): {last[:300]}"
+        # a C++ abort prints "what():  <message>"; under QEMU the last line is only qemu's own notice
+        stripped = [line.strip() for line in lines]
+        what = next((line[len("what():") :].strip() for line in stripped if line.startswith("what():")), "")
+        last = what or next((line.strip() for line in reversed(lines) if line.strip()), "no output")
+        died = "aborted (SIGABRT)" if exit_code == 134 else f"died (exit code {exit_code})"
+        reason = f"the process {died}: {last[:300]}"
     line = (
         f"model check: {subject} cannot be used by the image's torch {torch}: {reason}; "
         f"export the model with torch {torch} (README: Exporting a model for an older device)"
