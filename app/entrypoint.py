@@ -36,17 +36,28 @@ def thread_count() -> int:
     return int(value)
 
 
-def configure_torch(threads: int) -> None:
-    """Fixed thread count and deterministic kernels: same input, same bytes."""
+def configure_torch(threads: int) -> str:
+    """Fixed thread count and deterministic kernels: same input, same bytes. Returns how.
+
+    torch >= 1.11: deterministic algorithms, warning (not failing) on an op that has no deterministic
+    kernel. torch < 1.11 has no warn_only: its strict mode raises on ops such as index_copy that are
+    deterministic on CPU with distinct indices, so there determinism rests on what the strict mode
+    would not add on CPU anyway: one fixed thread count, cuDNN's deterministic kernels with
+    autotuning off, and a fixed cuBLAS workspace. The gate holds both stacks to the same golden mask.
+    """
     import torch
 
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     try:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    except TypeError:  # torch < 1.11 has no warn_only
-        torch.use_deterministic_algorithms(True)
+    except TypeError:  # torch < 1.11
+        return f"torch {torch.__version__}: {threads} thread(s), deterministic cuDNN, fixed cuBLAS workspace"
+    return f"torch {torch.__version__}: {threads} thread(s), deterministic algorithms (warn only)"
 
 
 def _remove_results(output_dir: Path) -> None:
@@ -93,7 +104,7 @@ def run(argv: List[str]) -> None:
     dicom_files = check_input_dir(input_dir)
     model_file = resolve_model_file(model_path)
     check_output_dir(output_dir)
-    configure_torch(thread_count())
+    logger.info("determinism: %s", configure_torch(thread_count()))
     workdir = prepare_workdir(context.workdir)
 
     from seg_app import MultiOrganSegApp

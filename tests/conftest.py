@@ -54,3 +54,15 @@ def spleen_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) ->
     """The second app's image (fixtures/spleen), built through its contract like any user's app."""
     report = tmp_path_factory.mktemp("spleen-build") / "build.json"
     return build.build(profiles.load(), report=report, app=contract.load(SPLEEN_CONTRACT))
+
+
+TORCH18_PROFILE = "bullseye-torch1.8"
+
+
+@pytest.fixture(scope="session")
+def torch18_image(docker_host: None) -> BuildRecord:
+    """The torch-1.x device stack's image, built once per session; its records sit in their own folder
+    so the default profile's reports/build.json and SBOM stay as they are."""
+    return build.build(
+        profiles.load(TORCH18_PROFILE), report=build.REPORTS / TORCH18_PROFILE / "build.json"
+    )

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from validation import build, contract, profiles
-from validation.errors import GateError
 
 
 def _args(profile_name: str, tmp_path: Path) -> list[str]:
@@ -58,14 +55,6 @@ def test_the_context_holds_the_app_and_the_contracts_entrypoint(tmp_path: Path) 
     assert entry == [
         'ENTRYPOINT ["python3", "./__main__.py", "-i", "/input", "-m", "/model/model.ts", "-o", "/output"]'
     ]
-
-
-def test_a_profile_below_the_apps_python_floor_fails_in_one_line(tmp_path: Path) -> None:
-    text = (profiles.PROFILES_DIR / "bookworm.toml").read_text().replace('python = "3.11"', 'python = "3.6"')
-    old = tmp_path / "old-python.toml"
-    old.write_text(text)
-    with pytest.raises(GateError, match=r"Python 3\.6 is below the 3\.8 that .*app\.toml declares"):
-        build.check_python_floor(profiles.load(str(old)), contract.load())
 
 
 def test_clara_profile_passes_the_clara_agx_build_args(tmp_path: Path) -> None:

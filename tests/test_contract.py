@@ -27,7 +27,7 @@ def test_the_default_contract_describes_this_repositorys_app() -> None:
         "/output",
     )
     assert app.outputs == ("mask.nii.gz", "seg.dcm") and app.labels[1] == "spleen" and len(app.labels) == 13
-    assert app.mounts.model_dir == "/model" and app.mounts.model_file == "model.ts"
+    assert app.mounts.model == "/model/model.ts" and app.model_input_shape == (1, 1, 96, 96, 96)
     assert app.default_model.is_file() and app.default_cases.is_dir()
     assert app.host_command("py", Path("/i"), Path("/m.ts"), Path("/o"))[1:] == [
         str(app.source / "__main__.py"), "-i", "/i", "-m", "/m.ts", "-o", "/o",
@@ -54,6 +54,8 @@ def _write(tmp_path: Path, text: str) -> Path:
             r"README.md: not a labels file",
         ),
         (("uid = 1000", 'uid = "1000"'), r"field 'app.uid' must be an integer"),
+        (('requires_python = ">=3.9"', 'requires_python = "3.9+"'), r"field 'app.requires_python'"),
+        (('requires = ["', 'requires = ["!!'), r"field 'app.requires' item"),
     ],
 )
 def test_a_broken_contract_fails_in_one_line_naming_file_and_field(

@@ -42,10 +42,27 @@ def test_noop_rebuild_reuses_everything(built_image: BuildRecord, tmp_path) -> N
     print(f"no-op rebuild: {time.monotonic() - started:.1f} s")
 
 
-def test_clara_profile_fails_fast_and_clearly(docker_host: None) -> None:
-    started = time.monotonic()
+def test_clara_profile_fails_on_the_apps_python_floor() -> None:
+    """Its base's Python is 3.6, below the app's floor: one line before any build step."""
     result = subprocess.run(
         [sys.executable, "-m", "validation", "build", "--profile", "clara-agx-21.05"],
+        cwd=profiles.ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "clara-agx-21.05.toml: Python 3.6 is below the app's floor" in lines[0]
+    assert "container/app.toml" in lines[0]
+
+
+def test_vendor_base_fails_fast_and_clearly(docker_host: None, tmp_path: Path) -> None:
+    """A registry base that cannot be pulled (here NVIDIA's, with a Python the app accepts)."""
+    vendor = tmp_path / "vendor.toml"
+    text = (profiles.PROFILES_DIR / "clara-agx-21.05.toml").read_text()
+    vendor.write_text(text.replace('python = "3.6"', 'python = "3.9"'))
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "validation", "build", "--profile", str(vendor)],
         cwd=profiles.ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 2

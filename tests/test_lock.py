@@ -11,8 +11,9 @@ from validation import lock, profiles
 from validation.errors import GateError
 
 
-def test_committed_lock_is_complete_and_pinned() -> None:
-    profile = profiles.load()
+@pytest.mark.parametrize("profile_name", ["bookworm", "bullseye-torch1.8"])
+def test_committed_lock_is_complete_and_pinned(profile_name: str) -> None:
+    profile = profiles.load(profile_name)
     locked = {package.name: package for package in lock.parse_lock(profile.lock_path)}
     for requirement in ("torch", "monai", "monai-deploy-app-sdk", "setuptools", "wheel", "highdicom"):
         assert requirement in locked, f"{requirement} missing from {profile.lock_path}"
@@ -63,3 +64,11 @@ def test_wheelhouse_reports_what_is_missing(tmp_path: Path) -> None:
     assert lock.verify_wheelhouse(house, locked, lock_path) == locked
     (house / "demo-1.0-py3-none-any.whl").write_bytes(b"the real wheel")
     assert lock.verify_wheelhouse(house, locked, lock_path) == []
+
+
+def test_lock_resolves_for_the_bases_glibc() -> None:
+    """bullseye's glibc is 2.31: its lock and wheel download must not ask for bookworm's tags only."""
+    assert profiles.load("bookworm").manylinux == "manylinux_2_28"
+    bullseye = profiles.load("bullseye-torch1.8")
+    assert bullseye.manylinux == "manylinux_2_31" and bullseye.python == "3.9"
+    assert "CPython 3.9" in bullseye.lock_path.read_text().splitlines()[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import profiles
+from validation import contract, profiles
 from validation.errors import GateError
 
 BOOKWORM = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
@@ -14,7 +14,7 @@ BOOKWORM = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
 
 def test_shipped_profiles_load() -> None:
     loaded = {name: profiles.load(name) for name in profiles.available()}
-    assert {"bookworm", "clara-agx-21.05"} <= set(loaded)
+    assert {"bookworm", "bullseye-torch1.8", "clara-agx-21.05"} <= set(loaded)
     bookworm = loaded["bookworm"]
     assert bookworm.platform == "linux/arm64" and bookworm.arch == "aarch64"
     assert bookworm.install == "wheelhouse"
@@ -30,6 +30,37 @@ def test_clara_profile_is_the_clara_agx_recipe() -> None:
     assert clara.upgrade == ("setuptools==57.4.0", "wheel==0.37.0")
     assert "1.7.1" in clara.pins["torch"] and "1.8.0" not in clara.pins["torch"]
     assert "1.19.5" in clara.pins["numpy"]
+
+
+def test_torch18_profile_is_the_torch1x_device_stack() -> None:
+    torch18 = profiles.load("bullseye-torch1.8")
+    assert torch18.install == "wheelhouse" and torch18.python == "3.9"
+    assert torch18.base.reference.startswith("armgate/base:bullseye-")
+    expected = {"torch": "1.8.1", "numpy": "1.21.6", "monai": "1.1.0", "monai-deploy-app-sdk": "0.5.1",
+                "setuptools": "57.4.0", "wheel": "0.37.0"}  # fmt: skip
+    for package, version in expected.items():
+        assert version in torch18.pins[package], (package, torch18.pins[package])
+    assert "1.9.0" not in torch18.pins["torch"]
+
+
+def test_clara_profile_says_its_bases_python() -> None:
+    """Ubuntu 18.04's python3 is 3.6, and NVIDIA's torch 1.7 is built for it."""
+    assert profiles.load("clara-agx-21.05").python == "3.6"
+
+
+def test_a_profile_below_the_apps_python_floor_is_refused() -> None:
+    app, clara = contract.load(), profiles.load("clara-agx-21.05")
+    assert "3.6" not in app.requires_python and "3.9" in app.requires_python
+    with pytest.raises(GateError, match=r"clara-agx-21\.05\.toml: Python 3\.6 is below the app's floor"):
+        contract.check_floors(app, clara)
+    contract.check_floors(app, profiles.load("bullseye-torch1.8"))  # 3.9 meets it
+
+
+def test_a_lock_below_the_apps_sdk_floor_is_refused() -> None:
+    app, bookworm = contract.load(), profiles.load()
+    with pytest.raises(GateError, match=r"monai-deploy-app-sdk 0\.4\.0 does not satisfy the app's"):
+        contract.check_floors(app, bookworm, {"monai-deploy-app-sdk": "0.4.0"})
+    contract.check_floors(app, bookworm, {"monai-deploy-app-sdk": "0.5.1"})
 
 
 def test_recipe_hash_follows_the_recipe() -> None:
@@ -66,6 +97,8 @@ def test_unknown_profile_names_the_choices() -> None:
         (lambda t: t.replace("pip_check_allow", "pip_check_alow"), r"unknown field 'checks.pip_check_alow'"),
         (lambda t: t.replace('variant = "minbase"', 'varient = "minbase"'), r"unknown field 'base.varient'"),
         (lambda t: t.replace('suite = "bookworm"', 'suite = "bookworm'), r"not valid TOML"),
+        (lambda t: t.replace('python = "3.11"', 'python = "3.11.2"'), r"'profile.python' is '3.11.2'"),
+        (lambda t: t.replace("[base]", 'manylinux = "glibc-2.31"\n[base]'), r"'profile.manylinux'"),
     ],
 )
 def test_invalid_profile_names_file_and_field(tmp_path: Path, edit, message: str) -> None:

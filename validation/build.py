@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from packaging.version import Version
-
 from validation import contract, host, lock, profiles, progress, sbom
 from validation.errors import GateError
 
@@ -274,15 +272,6 @@ def buildx_args(
     return [*args, "--iidfile", str(iidfile), str(context)]
 
 
-def check_python_floor(profile: profiles.Profile, app: contract.AppContract) -> None:
-    """A profile whose Python the app cannot run on fails here, in one line, not mid-build."""
-    if Version(profile.python) < Version(app.python_min):
-        raise GateError(
-            f"{profile.path}: Python {profile.python} is below the {app.python_min} that {app.path} "
-            f"declares (app.python_min); choose a profile with Python >= {app.python_min}"
-        )
-
-
 def build(
     profile: profiles.Profile,
     extra_tags: list[str] = (),
@@ -290,7 +279,8 @@ def build(
     app: contract.AppContract | None = None,
 ) -> BuildRecord:
     app = app or contract.load()
-    check_python_floor(profile, app)
+    locked = lock.parse_lock(profile.lock_path) if profile.install == "wheelhouse" else []
+    contract.check_floors(app, profile, {package.name: package.version for package in locked})
     require_engine()
     started = time.monotonic()
     if profile.base.kind == "debootstrap":

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
 
 from validation.errors import GateError
-from validation.profiles import ROOT, Fields, read_toml, reject_unknown_keys
+from validation.profiles import ROOT, Fields, Profile, read_toml, reject_unknown_keys
 
 DEFAULT_CONTRACT = ROOT / "container" / "app.toml"
 SCHEMA = {
-    "app": dict.fromkeys(("name", "source", "main", "args", "user", "uid", "python_min")),
+    "app": dict.fromkeys(("name", "source", "main", "args", "user", "uid", "requires_python", "requires")),
     "mounts": dict.fromkeys(("input", "model", "output")),
     "outputs": dict.fromkeys(("mask", "seg")),
     "labels": dict.fromkeys(("file", "names")),
     "display": dict.fromkeys(("window_hu",)),
     "host": dict.fromkeys(("requirements",)),
+    "model": dict.fromkeys(("input_shape",)),
     "defaults": dict.fromkeys(("model", "cases")),
 }
 PLACEHOLDERS = ("{input}", "{model}", "{output}")
@@ -35,14 +40,6 @@ class Mounts:
     model: str
     output: str
 
-    @property
-    def model_dir(self) -> str:
-        return str(PurePosixPath(self.model).parent)
-
-    @property
-    def model_file(self) -> str:
-        return PurePosixPath(self.model).name
-
 
 @dataclass(frozen=True)
 class AppContract:
@@ -53,13 +50,15 @@ class AppContract:
     args: tuple[str, ...]
     user: str
     uid: int
-    python_min: str
+    requires_python: SpecifierSet  # the Pythons the app runs on
+    requires: tuple[Requirement, ...]  # floors on packages the image must hold (e.g. the SDK's API)
     mounts: Mounts
     mask: str  # the NIfTI label mask the gate compares, as the app names it in its output folder
     seg: str | None  # the DICOM SEG it writes, if any
     labels: dict[int, str]
     window_hu: tuple[float, float]
     host_requirements: tuple[str, ...]
+    model_input_shape: tuple[int, ...]  # one window the app feeds its model: what the model check runs
     default_model: Path
     default_cases: Path
 
@@ -112,6 +111,38 @@ def _labels(path: Path, fields: Fields) -> dict[int, str]:
         ) from None
 
 
+def _specifier(path: Path, text: str) -> SpecifierSet:
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier:
+        raise GateError(f"{path}: field 'app.requires_python' = {text!r} is not a specifier") from None
+
+
+def _requirement(path: Path, text: str) -> Requirement:
+    try:
+        return Requirement(text)
+    except InvalidRequirement:
+        raise GateError(f"{path}: field 'app.requires' item {text!r} is not a requirement") from None
+
+
+def check_floors(app: AppContract, profile: Profile, locked: dict[str, str] | None = None) -> None:
+    """Fail before any build step when the profile's Python, or a locked package, is below what the
+    app declares: a floor is a fact to check, not a surprise at run time."""
+    if profile.python not in app.requires_python:
+        raise GateError(
+            f"{profile.path}: Python {profile.python} is below the app's floor (requires_python "
+            f"{app.requires_python} in {app.path}); use a base with a newer Python"
+        )
+    versions = {canonicalize_name(name): version for name, version in (locked or {}).items()}
+    for requirement in app.requires:
+        version = versions.get(canonicalize_name(requirement.name))
+        if version is not None and version not in requirement.specifier:
+            raise GateError(
+                f"{profile.lock_path}: {requirement.name} {version} does not satisfy the app's "
+                f"{requirement} ({app.path}); change the profile's packages and rerun `nox -s lock`"
+            )
+
+
 def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
     """Read and check one contract; any problem is one line naming the file and the field."""
     path = Path(path).resolve()
@@ -135,6 +166,9 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
         isinstance(window, list) and len(window) == 2 and all(isinstance(v, int | float) for v in window)
     ):
         raise GateError(f"{path}: field 'display.window_hu' must be [low, high] in HU, e.g. [-175, 250]")
+    shape = top.table("model").data.get("input_shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise GateError(f"{path}: field 'model.input_shape' must list sizes, e.g. [1, 1, 64, 64, 64]")
     defaults = top.table("defaults")
     return AppContract(
         path=path,
@@ -144,13 +178,15 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
         args=args,
         user=app.str("user"),
         uid=app.int("uid"),
-        python_min=app.str("python_min"),
+        requires_python=_specifier(path, app.str("requires_python")),
+        requires=tuple(_requirement(path, spec) for spec in app.strings("requires", required=False)),
         mounts=Mounts(mounts.str("input"), mounts.str("model"), mounts.str("output")),
         mask=outputs.str("mask"),
         seg=outputs.data.get("seg") and outputs.str("seg"),
         labels=_labels(path, top.table("labels")),
         window_hu=(float(window[0]), float(window[1])),
         host_requirements=top.table("host").strings("requirements"),
+        model_input_shape=tuple(shape),
         default_model=(here / defaults.str("model")).resolve(),
         default_cases=(here / defaults.str("cases")).resolve(),
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from validation import build, cases, compare, contract, profiles, run, verdict
+from validation import build, cases, compare, contract, model_check, profiles, run, verdict
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
@@ -404,6 +404,8 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
     config.reports.mkdir(parents=True)
     session = GateSession(config)
     session.image_facts  # noqa: B018 - fail fast, with one line, when the image is missing
+    # Before any case: a model the image's torch cannot read fails here in one line, not mid-case.
+    model_check.require_usable_model(config.image, config.model, config.app, config.profile.platform)
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     args = [
         str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line",

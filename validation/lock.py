@@ -82,7 +82,7 @@ def compile_lock(profile: profiles.Profile) -> Path:
         requirements_in.write_text("\n".join(profile.packages) + "\n")
         command = [
             uv, "pip", "compile", requirements_in.name,
-            "--python-platform", f"{profile.arch}-manylinux_2_28",
+            "--python-platform", f"{profile.arch}-{profile.manylinux}",
             "--python-version", profile.python,
             "--generate-hashes", "--no-header", "--annotation-style", "line",
             "--output-file", str(profile.lock_path),
@@ -136,7 +136,8 @@ def ensure_wheelhouse(profile: profiles.Profile) -> Path:
     missing = verify_wheelhouse(directory, locked, profile.lock_path)
     if not missing:
         return directory
-    platform_args = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{profile.arch}")]
+    tags = dict.fromkeys((profile.manylinux, *MANYLINUX_TAGS))
+    platform_args = [arg for tag in tags for arg in ("--platform", f"{tag}_{profile.arch}")]
     with tempfile.TemporaryDirectory() as scratch:
         subset = Path(scratch) / "missing.txt"
         subset.write_text(

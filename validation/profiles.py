@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ PROFILES_DIR = ROOT / "container" / "profiles"
 LOCKS_DIR = ROOT / "container" / "locks"
 DEFAULT_PROFILE = "bookworm"
 PLATFORM_ARCH = {"linux/arm64": "aarch64"}
+DEFAULT_MANYLINUX = "manylinux_2_28"  # bookworm's glibc is 2.36; 2_28 is what its wheels are built for
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Profile:
     upgrade: tuple[str, ...]
     pins: dict[str, SpecifierSet]
     pip_check_allow: tuple[str, ...]
+    manylinux: str = DEFAULT_MANYLINUX  # newest manylinux tag the base's glibc runs (lock resolution)
 
     @property
     def arch(self) -> str:
@@ -126,7 +129,7 @@ def reject_unknown_keys(path: Path, data: dict, schema: dict, prefix: str = "") 
 
 _BASE_FIELDS = dict.fromkeys(("kind", "suite", "variant", "include", "image", "build_args"))
 PROFILE_SCHEMA = {
-    "profile": {"description": None, "platform": None, "python": None},
+    "profile": dict.fromkeys(("description", "platform", "python", "manylinux")),
     "base": _BASE_FIELDS,
     "requirements": {"install": None, "packages": None, "upgrade": None},
     "pins": None,
@@ -208,11 +211,27 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
         path=path,
         description=meta.str("description"),
         platform=platform,
-        python=meta.str("python"),
+        python=_python_version(meta),
         base=base,
         install=req.str("install", choices=("wheelhouse", "network")),
         packages=packages,
         upgrade=upgrade,
         pins=pins,
         pip_check_allow=checks.strings("pip_check_allow", required=False),
+        manylinux=_manylinux_tag(meta),
     )
+
+
+def _python_version(meta: Fields) -> str:
+    value = meta.str("python")
+    if not re.fullmatch(r"3\.\d+", value):
+        raise meta._fail("python", f"is {value!r}; expected the base's CPython as MAJOR.MINOR, e.g. \"3.9\"")
+    return value
+
+
+def _manylinux_tag(meta: Fields) -> str:
+    value = meta.str("manylinux", default=DEFAULT_MANYLINUX)
+    if not re.fullmatch(r"manylinux_2_\d+", value):
+        expected = "expected manylinux_2_<glibc minor>, e.g. manylinux_2_31"
+        raise meta._fail("manylinux", f"is {value!r}; {expected}")
+    return value

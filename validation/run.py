@@ -5,10 +5,8 @@ Containers are always removed: on success, failure, timeout and Ctrl-C alike.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -72,7 +70,7 @@ def docker_run_command(
     name: str,
     mounts: Mounts,
     input_dir: Path,
-    model_dir: Path,
+    model: Path,
     output_dir: Path,
     memory: str = "4g",
     platform: str = "linux/arm64",
@@ -80,8 +78,10 @@ def docker_run_command(
     labels: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The app contract's `docker run` (input and model read-only) plus the gate's limits (a pure
-    function: unit-tested)."""
+    function: unit-tested). The model file itself is mounted where the contract puts it, whatever
+    its name; an init runs as PID 1, so an app that aborts under QEMU exits instead of hanging."""
     command = ["docker", "run", "--detach", "--name", name, "--platform", platform, "--shm-size=1G"]
+    command += ["--init"]
     for key, value in (labels or {}).items():
         command += ["--label", f"{key}={value}"]
     command += ["--memory", memory, "--memory-swap", memory]
@@ -91,7 +91,7 @@ def docker_run_command(
         command += ["--network", "none"]
     command += [
         "-v", f"{input_dir.resolve()}:{mounts.input}:ro",
-        "-v", f"{model_dir.resolve()}:{mounts.model_dir}:ro",
+        "-v", f"{model.resolve()}:{mounts.model}:ro",
         "-v", f"{output_dir.resolve()}:{mounts.output}",
         image,
     ]  # fmt: skip
@@ -147,21 +147,6 @@ def _wait(
             waiter.wait()
 
 
-def model_mount(model: Path, mounts: Mounts) -> tuple[Path, tempfile.TemporaryDirectory | None]:
-    """The folder to mount so that the app finds the given model file where the contract says."""
-    if not model.is_file():
-        raise GateError(f"{model}: model file not found; pass --model PATH to a TorchScript model")
-    if model.name == mounts.model_file:
-        return model.parent, None
-    holder = tempfile.TemporaryDirectory(prefix="armgate-model-")
-    link = Path(holder.name) / mounts.model_file
-    try:
-        os.link(model, link)
-    except OSError:
-        link.write_bytes(model.read_bytes())
-    return Path(holder.name), holder
-
-
 def writable_output_dir(parent: Path, name: str) -> Path:
     """A fresh output folder the image's non-root user can write to, whoever runs the gate."""
     output = parent / name
@@ -196,9 +181,10 @@ def run_container(
         raise GateError(
             f"image {image} is {found}, not {platform}; rebuild it with `python -m validation build`"
         )
-    model_dir, holder = model_mount(model, app.mounts)
+    if not model.is_file():
+        raise GateError(f"{model}: model file not found; pass --model PATH to a TorchScript model")
     command = docker_run_command(
-        image, name, app.mounts, input_dir, model_dir, output_dir, memory, platform, hardened, labels
+        image, name, app.mounts, input_dir, model, output_dir, memory, platform, hardened, labels
     )
     started = time.monotonic()
     result = RunResult("container", output_dir, None, 0.0, command=command)
@@ -223,8 +209,6 @@ def run_container(
         result.logs = logs.stdout + logs.stderr
     finally:
         subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
-        if holder is not None:
-            holder.cleanup()
     return result
 
 

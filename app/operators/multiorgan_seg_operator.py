@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Hashable, Mapping
 
 import numpy as np
 import torch
@@ -18,8 +18,8 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     Invertd,
-    Lambdad,
     LoadImaged,
+    MapTransform,
     Orientationd,
     ScaleIntensityRanged,
     Spacingd,
@@ -45,6 +45,21 @@ class RasInMemImageReader(InMemImageReader):
         meta[MetaKeys.AFFINE] = affine.copy()
         meta[MetaKeys.SPACE] = SpaceKeys.RAS
         return meta
+
+
+class CheckOutputd(MapTransform):
+    """Applies a check to the prediction and records nothing: monai 1.1's Invertd refuses a traced
+    (invertible) Lambdad placed before it, so the check must not be an invertible transform."""
+
+    def __init__(self, keys: str, check: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__(keys)
+        self.check = check
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
+        result = dict(data)
+        for key in self.key_iterator(result):
+            result[key] = self.check(result[key])
+        return result
 
 
 class MultiOrganSegOperator(MonaiSegInferenceOperator):
@@ -113,7 +128,7 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
     def post_process(self, data: Compose, *args: Any, **kwargs: Any) -> Compose:
         return Compose(
             [
-                Lambdad(keys=PRED_KEY, func=self._check_model_output),
+                CheckOutputd(keys=PRED_KEY, check=self._check_model_output),
                 Activationsd(keys=PRED_KEY, softmax=True),
                 AsDiscreted(keys=PRED_KEY, argmax=True),
                 Invertd(keys=PRED_KEY, transform=data, orig_keys=IMAGE_KEY, nearest_interp=True),

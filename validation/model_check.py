@@ -1,0 +1,204 @@
+"""Before any case runs: can the image's torch load the model and run one forward pass?
+
+A device's torch is often older than the one the model was exported with, and an old torch can
+abort inside the TorchScript reader rather than raise. So the model is loaded in the image, in
+its own locked-down, resource-limited container, and the gate fails with one line naming the
+model's archive (format, writer) and the image's torch, never mid-case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from validation import lock, run
+from validation.contract import AppContract
+from validation.errors import GateError
+
+MEMORY = "2g"  # the fixture model peaks far below this; the real UNETR at one 96^3 window also fits
+TIMEOUT_S = 600.0
+MARKER = "ARMGATE_MODEL_CHECK "
+TORCH_MARKER = "ARMGATE_TORCH "
+# Records torch 1.8 does not write: their presence says the archive comes from a newer torch.
+NEWER_WRITER_RECORDS = ("byteorder", ".data/serialization_id")
+
+# Runs in the image under its Python (3.9 on the oldest profile): one JSON line, or an abort.
+PROBE = """
+import json, sys
+import torch
+print("ARMGATE_TORCH " + torch.__version__, flush=True)
+torch.set_num_threads(1)
+result = {"torch": torch.__version__, "stage": "load"}
+try:
+    model = torch.jit.load(MODEL_PATH, map_location="cpu").eval()
+    result["stage"] = "forward"
+    with torch.no_grad():
+        output = model(torch.zeros(SHAPE))
+    result.update(ok=True, output_shape=list(output.shape))
+except Exception as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    result.update(ok=False, error=type(error).__name__ + ": " + (lines[-1] if lines else ""))
+print("ARMGATE_MODEL_CHECK " + json.dumps(result), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """What the model file says about itself, read on the host without torch."""
+
+    file_format: str
+    writer: str
+
+    def describe(self) -> str:
+        return f"TorchScript file format {self.file_format}, {self.writer}"
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    ok: bool
+    torch: str
+    line: str
+    seconds: float
+    output_shape: tuple[int, ...] = ()
+
+
+def archive_facts(model: Path) -> ArchiveFacts:
+    """The archive's declared file format and whether a torch newer than 1.8 wrote it."""
+    try:
+        with zipfile.ZipFile(model) as archive:
+            names = archive.namelist()
+            version = next((name for name in names if name.split("/", 1)[-1] == "version"), None)
+            file_format = archive.read(version).decode().strip() if version else "unknown"
+    except (zipfile.BadZipFile, OSError) as error:
+        raise GateError(f"{model}: not a TorchScript archive ({error}); pass a torch.jit.save file") from None
+    records = {name.split("/", 1)[-1] for name in names}
+    newer = [record for record in NEWER_WRITER_RECORDS if record in records]
+    writer = (
+        f"written by a torch newer than 1.8 (has {', '.join(newer)})" if newer else "no newer-torch records"
+    )
+    return ArchiveFacts(file_format, writer)
+
+
+def _probe_command(image: str, name: str, model: Path, app: AppContract, platform: str) -> list[str]:
+    """`docker run` of the probe with the case runs' lock-down and its own smaller limits.
+
+    The file itself is mounted where the app contract says (whatever its name), readable by the
+    image's user; the input is one of the app's model windows (`[model] input_shape`)."""
+    probe = PROBE.replace("SHAPE", repr(app.model_input_shape)).replace("MODEL_PATH", repr(app.mounts.model))
+    return [
+        "docker", "run", "--detach", "--name", name, "--platform", platform,
+        "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", "1", *run.HARDENED_FLAGS,
+        # An init as PID 1: torch aborting as PID 1 under QEMU never exits (PID 1 ignores the
+        # SIGABRT qemu raises on itself); no core dump of a multi-GB emulated process either.
+        "--init", "--ulimit", "core=0",
+        "-v", f"{model.resolve()}:{app.mounts.model}:ro", "--entrypoint", "python3", image, "-c", probe,
+    ]  # fmt: skip
+
+
+def check_model(image: str, model: Path, app: AppContract, platform: str = "linux/arm64") -> ModelCheck:
+    """Load the model in the image and run one forward; the container is always removed."""
+    facts = archive_facts(model)
+    name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
+    started = time.monotonic()
+    try:
+        created = subprocess.run(
+            _probe_command(image, name, model, app, platform), capture_output=True, text=True, check=False
+        )
+        if created.returncode != 0:
+            raise GateError(f"model check: docker run of {image} failed: {run.docker_error(created.stderr)}")
+        exit_code, _ = run._wait(name, created.stdout.strip(), TIMEOUT_S)
+        logs = run._docker("logs", name)
+        output = logs.stdout + logs.stderr
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+    seconds = time.monotonic() - started
+    return _verdict(model, facts, output, exit_code, seconds, app.model_input_shape)
+
+
+def _verdict(
+    model: Path,
+    facts: ArchiveFacts,
+    output: str,
+    exit_code: int | None,
+    seconds: float,
+    input_shape: tuple[int, ...],
+) -> ModelCheck:
+    """One line either way: what loaded in which torch, or why not."""
+    lines = output.splitlines()
+    torch = next((line[len(TORCH_MARKER) :] for line in lines if line.startswith(TORCH_MARKER)), "unknown")
+    result = next((json.loads(line[len(MARKER) :]) for line in lines if line.startswith(MARKER)), None)
+    subject = f"{model} ({facts.describe()})"
+    if result and result.get("ok"):
+        shape = tuple(result["output_shape"])
+        line = f"model check: {subject} loads in torch {torch} and maps {input_shape} to {shape}"
+        return ModelCheck(True, torch, line, seconds, shape)
+    if exit_code is None:
+        reason = f"no answer within {TIMEOUT_S:.0f} s"
+    elif result:
+        reason = f"{result['stage']} failed: {result['error'][:300]}"
+    else:
+        # a C++ abort prints "what():  <message>"; under QEMU the last line is only qemu's own notice
+        stripped = [line.strip() for line in lines]
+        what = next((line[len("what():") :].strip() for line in stripped if line.startswith("what():")), "")
+        last = what or next((line.strip() for line in reversed(lines) if line.strip()), "no output")
+        died = "aborted (SIGABRT)" if exit_code == 134 else f"died (exit code {exit_code})"
+        reason = f"the process {died}: {last[:300]}"
+    line = (
+        f"model check: {subject} cannot be used by the image's torch {torch}: {reason}; "
+        f"export the model with torch {torch} (README: Exporting a model for an older device)"
+    )
+    return ModelCheck(False, torch, line, seconds)
+
+
+def _image_identity(image: str) -> tuple[str, str]:
+    """(image id, os/architecture), or a GateError naming the image when the engine lacks it."""
+    found = run._docker("image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", image)
+    if found.returncode != 0:
+        raise GateError(f"model check: image {image} not found: {run.docker_error(found.stderr)}")
+    image_id, platform = found.stdout.split()
+    return image_id, platform
+
+
+def _read_memo(memo: Path) -> ModelCheck | None:
+    try:
+        data = json.loads(memo.read_text())
+        return ModelCheck(True, str(data["torch"]), str(data["line"]), float(data["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def require_usable_model(
+    image: str, model: Path, app: AppContract, platform: str = "linux/arm64"
+) -> ModelCheck | None:
+    """The gate's pre-check: print the line on success, raise it as a GateError on failure.
+
+    A pass is remembered per (image id, model sha256, input shape): same bytes, same answer, so a
+    second gate of the same image and model does not pay for another emulated torch start. An image of another
+    architecture is left to the architecture check and the case runs, which name it.
+    """
+    image_id, found = _image_identity(image)
+    if found != platform:
+        print(f"model check: not run, image {image} is {found}, not {platform}", flush=True)
+        return None
+    probe = hashlib.sha256(model.read_bytes() + repr(app.model_input_shape).encode()).hexdigest()
+    memo = lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{probe[:24]}.json"
+    remembered = _read_memo(memo)
+    if remembered is not None:
+        print(f"{remembered.line} (passed before for this image and model)", flush=True)
+        return remembered
+    check = check_model(image, model, app, platform)
+    if not check.ok:
+        raise GateError(check.line)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
+    partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
+    os.replace(partial, memo)
+    print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
+    return check
