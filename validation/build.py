@@ -191,7 +191,9 @@ def buildx_args(
     return [*args, "--iidfile", str(iidfile), str(ROOT)]
 
 
-def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | None = None) -> BuildRecord:
+def build(
+    profile: profiles.Profile, extra_tags: list[str] = (), report: Path | None = None, no_cache: bool = False
+) -> BuildRecord:
     require_engine()
     app = profiles.load_app()
     started = time.monotonic()
@@ -214,7 +216,8 @@ def build(profile: profiles.Profile, extra_tags: list[str] = (), report: Path | 
     with tempfile.TemporaryDirectory() as scratch:
         wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
         iidfile = Path(scratch) / "iid"
-        _run_buildx(buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile))
+        args = buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile)
+        _run_buildx(["--no-cache", *args] if no_cache else args)
         image_id = iidfile.read_text().strip()
     facts = image_inspect(image_id) or {}
     platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
@@ -251,8 +254,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="profile name or TOML path")
     parser.add_argument("--tag", action="append", default=[], help="an extra tag for the image")
     parser.add_argument("--report", type=Path, help="where to write build.json (default reports/build.json)")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild every layer above the base image")
     args = parser.parse_args(argv)
-    record = build(profiles.load(args.profile), args.tag, args.report)
+    record = build(profiles.load(args.profile), args.tag, args.report, args.no_cache)
     print(
         f"built {record.image} ({record.image_id[:19]}) {record.platform}, "
         f"{record.size_bytes / 1e9:.2f} GB in {record.seconds:.0f} s"
