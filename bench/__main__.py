@@ -121,7 +121,8 @@ def run_bench(args: argparse.Namespace) -> int:
             f"profile {profile.name}: the bench needs a hermetic (wheelhouse, debootstrap) profile"
         )
     build.require_engine()
-    image = gate.resolve_image(args.image, profile)
+    needs_image = {"gate", "size"} & set(args.sections)
+    image = gate.resolve_image(args.image, profile) if needs_image else (args.image or "")
     clock = time.monotonic()
     logs = args.report.with_name(args.report.stem + "-logs")
     report: dict[str, Any] = {
@@ -129,7 +130,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "runs": args.runs,
         "jobs": args.jobs,
-        "image": {"reference": image, "size_bytes": common.image_size(image)},
+        "image": {"reference": image, "size_bytes": common.image_size(image) if image else None},
         "machine": common.machine(),
         "sections": args.sections,
         "logs": str(logs),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ def measure_pair(output: np.ndarray, reference: np.ndarray, directory: Path) -> 
 
 def section_compare(ctx: Any) -> list[Figure]:
     """Every pair, ctx.runs repeats each; the worst pair's speed-up and the largest difference."""
+    warnings.filterwarnings("ignore", module=r"monai\.")  # deprecation notes, once per call
     warm_up()
     reference, outputs = make_pairs(0)
     results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PAIRS}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
+from pathlib import Path
 
 import pytest
 
-from validation import sbom
+from validation import lock, profiles, sbom
+from validation.build import BuildRecord
 from validation.errors import GateError
 
 METADATA = b"Metadata-Version: 2.1\nName: Torch_Vision\nVersion: 0.21.0\nSummary: x\n\nlong description\n"
@@ -73,3 +77,35 @@ def test_a_library_warning_becomes_one_line(
     monkeypatch.setattr(sbom, "JsonV1Dot5", Noisy)
     assert sbom.render(object()) == "{}\n"
     assert capsys.readouterr().out == "sbom: The Component is missing dependencies.\n"
+
+
+def test_layers_merge_as_overlay_does(tmp_path: Path) -> None:
+    upper, lower = tmp_path / "upper", tmp_path / "lower"
+    site = "opt/venv/lib/python3.11/site-packages"
+    for layer, name, version in ((lower, "a", "1"), (lower, "b", "1"), (lower, "c", "1"), (upper, "a", "2")):
+        (layer / site / f"{name}-{version}.dist-info").mkdir(parents=True)
+        (layer / site / f"{name}-{version}.dist-info" / "METADATA").write_text(
+            f"Name: {name}\nVersion: {version}\n"
+        )
+    # the upper layer upgraded a (1 -> 2: whiteout of the old dist-info) and deleted c's metadata file
+    os.mknod(upper / site / "a-1.dist-info", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    (upper / site / "c-1.dist-info").mkdir()
+    os.mknod(upper / site / "c-1.dist-info" / "METADATA", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    found = dict(sbom.layer_members([upper, lower], sbom.METADATA_MEMBER))
+    assert sorted(found) == [f"{site}/a-2.dist-info/METADATA", f"{site}/b-1.dist-info/METADATA"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_layers_and_export_agree_on_the_real_image(
+    built_image: BuildRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sbom.layer_dirs(built_image.image_id), (
+        "the engine's layer folders are readable here (root, overlay2)"
+    )
+    from_layers = sbom.installed_packages(built_image.image_id, built_image.platform)
+    monkeypatch.setattr(sbom, "layer_dirs", lambda image: None)
+    from_export = sbom.installed_packages(built_image.image_id, built_image.platform)
+    assert from_layers == from_export
+    locked = {p.name: p.version for p in lock.parse_lock(profiles.load().lock_path)}
+    assert {name: from_layers.get(name) for name in locked} == locked

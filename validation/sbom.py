@@ -9,7 +9,9 @@ lock pins exactly one artifact for the package.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import tarfile
 import uuid
@@ -35,10 +37,57 @@ METADATA_MEMBER = re.compile(
 )
 
 
+def layer_dirs(image: str) -> list[Path] | None:
+    """The image's overlay2 layer folders, top layer first, when this host can read them (a local
+    engine, run as root); None otherwise (then the image is exported instead)."""
+    result = subprocess.run(
+        ["docker", "image", "inspect", image], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return None
+    driver = json.loads(result.stdout)[0].get("GraphDriver") or {}
+    if driver.get("Name") != "overlay2":
+        return None
+    data = driver.get("Data") or {}
+    dirs = [Path(d) for d in [data.get("UpperDir"), *(data.get("LowerDir") or "").split(":")] if d]
+    readable = all(os.access(d, os.R_OK | os.X_OK) and d.is_dir() for d in dirs)
+    return dirs if dirs and readable else None
+
+
+def layer_members(dirs: list[Path], wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
+    """(path, content) of the files matching `wanted` in the merged view of overlay layer folders:
+    an upper layer's file hides a lower one's, and its whiteout (a 0/0 character device) deletes it."""
+    seen: set[str] = set()
+    deleted: list[str] = []
+    for layer in dirs:
+        found_here: set[str] = set()
+        for folder, _, files in os.walk(layer):
+            relative_folder = os.path.relpath(folder, layer)
+            for name in files:
+                path = os.path.normpath(os.path.join(relative_folder, name))
+                full = os.path.join(folder, name)
+                mode = os.lstat(full).st_mode
+                if stat.S_ISCHR(mode):
+                    deleted.append(path)
+                    continue
+                if not stat.S_ISREG(mode) or not wanted.search(path) or path in seen:
+                    continue
+                if any(path == gone or path.startswith(gone + "/") for gone in deleted):
+                    continue
+                found_here.add(path)
+                yield path, Path(full).read_bytes()
+        seen |= found_here
+
+
 def image_members(image: str, platform: str, wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
     """(path, content) of the image's regular files whose path matches `wanted`, read on the host.
 
-    The container is created, never started (nothing runs under emulation), and always removed."""
+    From the engine's layer folders when readable; otherwise from `docker export` of a container
+    that is created, never started (nothing runs under emulation), and always removed."""
+    dirs = layer_dirs(image)
+    if dirs is not None:
+        yield from layer_members(dirs, wanted)
+        return
     name = f"armgate-sbom-{uuid.uuid4().hex[:12]}"
     created = subprocess.run(
         ["docker", "create", "--name", name, "--platform", platform, "--network", "none", image],
