@@ -73,6 +73,11 @@ def default_jobs() -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="repeats per figure (default 3; median reported)")
+    parser.add_argument(
+        "--compare-runs",
+        type=int,
+        help="repeats of the compare section (default --runs; ~1 min of MONAI per pair)",
+    )
     parser.add_argument("--quick", action="store_true", help="one run of each, for development")
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="a wheelhouse profile")
     parser.add_argument("--image", help="image to gate (default: the one in reports/build.json)")
@@ -92,8 +97,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.argv = list(argv)
     if args.quick:
         args.runs = 1
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    args.compare_runs = args.runs if args.quick or args.compare_runs is None else args.compare_runs
+    if min(args.runs, args.compare_runs) < 1:
+        parser.error("--runs and --compare-runs must be at least 1")
     try:
         args.jobs = sorted({int(j) for j in args.jobs.split(",")}) if args.jobs else default_jobs()
     except ValueError:
@@ -129,6 +135,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "command": " ".join(["python -m bench", *args.argv]),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "runs": args.runs,
+        "compare_runs": args.compare_runs,
         "jobs": args.jobs,
         "image": {"reference": image, "size_bytes": common.image_size(image) if image else None},
         "machine": common.machine(),
@@ -154,7 +161,8 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         try:
             for section in (s for s in SECTIONS if s in args.sections):
-                print(f"[{section}] {args.runs} run(s)", flush=True)
+                ctx.runs = args.compare_runs if section == "compare" else args.runs
+                print(f"[{section}] {ctx.runs} run(s)", flush=True)
                 started = time.monotonic()
                 try:
                     found += functions[section](ctx)

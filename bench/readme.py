@@ -38,12 +38,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def runs(report: dict[str, Any]) -> str:
+    compare_runs = report.get("compare_runs", report["runs"])
+    if compare_runs == report["runs"]:
+        return f"{report['runs']} run(s)"
+    return f"{report['runs']} run(s), compare {compare_runs}"
+
+
 def render_table(report: dict[str, Any]) -> str:
     """The Markdown the README shows: where and when, then one row per figure."""
     machine = report["machine"]
     minutes = report.get("seconds", 0) / 60
     lines = [
-        f"Measured {report['started'][:10]} with `{report['command']}` ({report['runs']} run(s) per figure, "
+        f"Measured {report['started'][:10]} with `{report['command']}` ({runs(report)} per figure, "
         f"{minutes:.0f} min in all) on {machine['nproc']} × {machine['cpu']} ({machine['uname_m']}, "
         f"{machine['memory_gb']} GB, Docker {machine['docker_engine']}), load average "
         f"{machine['loadavg_start'][0]:.1f} at the start; the arm64 image runs under QEMU.",

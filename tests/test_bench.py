@@ -183,9 +183,17 @@ def test_jobs_default_to_one_and_the_gates_default() -> None:
     args = cli.parse_args([])
     assert args.runs == 3 and 1 in args.jobs and args.jobs == sorted(args.jobs)
     assert cli.parse_args(["--jobs", "2,1,2"]).jobs == [1, 2]
-    assert cli.parse_args(["--quick"]).runs == 1
+    assert cli.parse_args(["--quick"]).runs == 1 and cli.parse_args(["--quick"]).compare_runs == 1
+    assert cli.parse_args(["--runs", "2", "--compare-runs", "1"]).compare_runs == 1
+    assert cli.parse_args(["--runs", "2"]).compare_runs == 2
     assert cli.parse_args(["--sections", "size, compare"]).sections == ["size", "compare"]
-    for bad in (["--sections", "gate,nope"], ["--runs", "0"], ["--jobs", "0"], ["--jobs", "x"]):
+    for bad in (
+        ["--sections", "gate,nope"],
+        ["--runs", "0"],
+        ["--compare-runs", "0"],
+        ["--jobs", "0"],
+        ["--jobs", "x"],
+    ):
         with pytest.raises(SystemExit):
             cli.parse_args(bad)
 
