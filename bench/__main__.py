@@ -199,10 +199,10 @@ def run_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     """One line and exit code 2 for a user-fixable problem, 130 on Ctrl-C, as every armgate command."""
     try:
-        if argv[:1] == ["readme"]:
+        if argv[:1] in (["readme"], ["merge"]):
             from bench import readme
 
-            return readme.main(argv[1:])
+            return (readme.main if argv[0] == "readme" else readme.merge_main)(argv[1:])
         return run_bench(parse_args(argv))
     except GateError as error:
         print(f"armgate bench: {error}", file=sys.stderr)

@@ -50,7 +50,8 @@ def render_table(report: dict[str, Any]) -> str:
     machine = report["machine"]
     minutes = report.get("seconds", 0) / 60
     lines = [
-        f"Measured {report['started'][:10]} with `{report['command']}` ({runs(report)} per figure, "
+        f"Measured {report['started'][:16].replace('T', ' ')} UTC with `{report['command']}` "
+        f"({runs(report)} per figure, "
         f"{minutes:.0f} min in all) on {machine['nproc']} × {machine['cpu']} ({machine['uname_m']}, "
         f"{machine['memory_gb']} GB, Docker {machine['docker_engine']}), load average "
         f"{machine['loadavg_start'][0]:.1f} at the start; the arm64 image runs under QEMU.",
@@ -78,6 +79,46 @@ def replace_section(text: str, table: str) -> str:
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several bench commands (e.g. sections run side by side when time is short):
+    every figure, each command, the earliest start, the longest duration, the busiest load."""
+    if not reports:
+        raise GateError("nothing to merge: pass the bench.json files of the commands")
+    keys = [figure["key"] for report in reports for figure in report["figures"]]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise GateError(
+            f"the reports measure the same figures twice ({', '.join(repeated)}); merge disjoint sections"
+        )
+    first = min(reports, key=lambda report: report["started"])
+    busiest = max(reports, key=lambda report: report["machine"]["loadavg_start"][0])
+    return {
+        **first,
+        "command": " ; ".join(report["command"] for report in reports) + " (run side by side)",
+        "runs": max(report["runs"] for report in reports),
+        "compare_runs": max(report.get("compare_runs", report["runs"]) for report in reports),
+        "seconds": max(report.get("seconds", 0) for report in reports),
+        "machine": {**first["machine"], "loadavg_start": busiest["machine"]["loadavg_start"]},
+        "sections": [section for report in reports for section in report["sections"]],
+        "errors": {k: v for report in reports for k, v in report.get("errors", {}).items()},
+        "figures": [figure for report in reports for figure in report["figures"]],
+        "merged_from": [report["command"] for report in reports],
+    }
+
+
+def merge_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench merge", description=merge_reports.__doc__.splitlines()[0]
+    )
+    parser.add_argument("out", type=Path, help="the merged bench.json")
+    parser.add_argument("reports", type=Path, nargs="+", help="bench.json files of disjoint sections")
+    args = parser.parse_args(argv)
+    merged = merge_reports([json.loads(path.read_text()) for path in args.reports])
+    args.out.write_text(json.dumps(merged, indent=2) + "\n")
+    print(f"{args.out}: {len(merged['figures'])} figures from {len(args.reports)} reports")
+    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -336,6 +336,7 @@ def _report(status_ratio: float = 0.95) -> dict:
         "started": "2026-11-26T15:00:00+00:00",
         "runs": 3,
         "seconds": 960,
+        "sections": ["gate"],
         "machine": {
             "nproc": 2,
             "cpu": "AMD EPYC",
@@ -358,7 +359,7 @@ def _report(status_ratio: float = 0.95) -> dict:
 
 def test_the_readme_table_is_rendered_from_the_report(tmp_path: Path) -> None:
     table = readme.render_table(_report())
-    assert "2026-11-26" in table and "AMD EPYC" in table and "3 run(s)" in table
+    assert "2026-11-26 15:00 UTC" in table and "AMD EPYC" in table and "3 run(s)" in table
     assert "| 1  gate ÷ bare | 0.95× | 0.9× – 1× | ≤ 1.1 | met | gate 60 s / bare 58 s |" in table
     text = f"# x\n## Benchmarks\nintro\n{readme.BEGIN}\nold numbers\n{readme.END}\n## Next\n"
     updated = readme.replace_section(text, table)
@@ -404,3 +405,18 @@ def test_bench_code_and_docs_name_no_issue_numbers() -> None:
     ]
     for path in paths:
         assert not re.search(r"\bissue\s*#?\d|#\d{1,4}\b", path.read_text(), flags=re.IGNORECASE), path
+
+
+def test_reports_of_disjoint_sections_merge_and_overlapping_ones_do_not() -> None:
+    gate, compare = _report(), _report()
+    gate["sections"] = ["gate"]
+    compare["command"], compare["started"] = "python -m bench --sections compare", "2026-11-26T14:40:00+00:00"
+    compare["machine"] = {**compare["machine"], "loadavg_start": [7.0, 6.0, 5.0]}
+    compare["sections"], gate["sections"] = ["compare"], ["gate"]
+    compare["figures"] = [Figure("speedup", "4  speed-up", [40.0], target=Target(">=", 20.0)).to_dict()]
+    merged = readme.merge_reports([gate, compare])
+    assert [f["key"] for f in merged["figures"]] == ["gate_overhead_jobs2", "speedup"]
+    assert merged["started"] == "2026-11-26T14:40:00+00:00" and merged["machine"]["loadavg_start"][0] == 7.0
+    assert "side by side" in merged["command"] and merged["sections"] == ["gate", "compare"]
+    with pytest.raises(readme.GateError, match="twice"):
+        readme.merge_reports([gate, gate])
