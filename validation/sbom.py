@@ -37,6 +37,9 @@ METADATA_MEMBER = re.compile(
 )
 
 
+PACKAGE_FOLDERS = ("/site-packages", "/dist-packages")
+
+
 def layer_dirs(image: str) -> list[Path] | None:
     """The image's overlay2 layer folders, top layer first, when this host can read them (a local
     engine, run as root); None otherwise (then the image is exported instead)."""
@@ -56,12 +59,15 @@ def layer_dirs(image: str) -> list[Path] | None:
 
 def layer_members(dirs: list[Path], wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
     """(path, content) of the files matching `wanted` in the merged view of overlay layer folders:
-    an upper layer's file hides a lower one's, and its whiteout (a 0/0 character device) deletes it."""
+    an upper layer's file hides a lower one's, and its whiteout (a 0/0 character device) deletes it.
+    Inside site-/dist-packages only the metadata folders are walked (what the SBOM reads)."""
     seen: set[str] = set()
     deleted: list[str] = []
     for layer in dirs:
         found_here: set[str] = set()
-        for folder, _, files in os.walk(layer):
+        for folder, subfolders, files in os.walk(layer):
+            if folder.endswith(PACKAGE_FOLDERS):  # metadata sits one level down: skip the packages' trees
+                subfolders[:] = [d for d in subfolders if d.endswith((".dist-info", ".egg-info"))]
             relative_folder = os.path.relpath(folder, layer)
             for name in files:
                 path = os.path.normpath(os.path.join(relative_folder, name))
