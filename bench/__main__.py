@@ -91,6 +91,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")
     parser.add_argument("--no-host-runs", action="store_true", help="skip host runs (and the QEMU penalty)")
+    parser.add_argument("--no-probes", action="store_true", help="skip the gate-time breakdown probes")
     parser.add_argument("--report", type=Path, default=REPORT, help="where to write bench.json")
     parser.add_argument("--strict", action="store_true", help="exit 1 also when a target is missed")
     args = parser.parse_args(argv)
@@ -156,6 +157,7 @@ def run_bench(args: argparse.Namespace) -> int:
             cases=common.select_cases(args.cases, args.case_names, scratch_dir / "cases"),
             model=args.model.resolve(),
             host_runs=not args.no_host_runs,
+            probes=not args.no_probes,
             jobs=args.jobs,
             logs=logs,
         )

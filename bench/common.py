@@ -33,6 +33,7 @@ class Context:
     host_runs: bool
     jobs: list[int]
     logs: Path
+    probes: bool = True  # the gate-time breakdown (bench/overhead.py)
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     tags: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)

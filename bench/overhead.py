@@ -270,18 +270,22 @@ def section_gate(ctx: Context) -> list[Figure]:
         f"jobs{jobs}": [{"checks_s": g["checks_s"], "case_runs_s": g["case_runs_s"]} for g in gate[jobs]]
         for jobs in ctx.jobs
     }
-    print("  probes: container start, gate import, image checks alone", flush=True)
-    breakdown["probes"] = run_probes(ctx)
-    figures.append(
-        Figure(
-            "image_checks_s",
-            "   image checks alone (no case runs)",
-            [breakdown["probes"]["image_checks_only"]["seconds"]],
-            unit="s",
-            detail=f"acceptance -k {IMAGE_CHECKS} --jobs 1; per-check times in bench.json",
-            extra={"breakdown": breakdown},
+    for figure in figures:
+        if figure.key.startswith("gate_overhead_jobs"):
+            figure.extra["breakdown"] = breakdown[figure.key.removeprefix("gate_overhead_")]
+    if ctx.probes:
+        print("  probes: container start, gate import, image checks alone", flush=True)
+        probes = run_probes(ctx)
+        figures.append(
+            Figure(
+                "image_checks_s",
+                "   image checks alone (no case runs)",
+                [probes["image_checks_only"]["seconds"]],
+                unit="s",
+                detail=f"acceptance -k {IMAGE_CHECKS} --jobs 1; per-check times in bench.json",
+                extra={"probes": probes},
+            )
         )
-    )
     if host:
         sequential = bare_by_case[min(ctx.jobs)]
         host_s = [sum(h.values()) for h in host]
