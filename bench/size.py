@@ -29,7 +29,7 @@ SIZE_TARGET = Target("<=", 0.90)  # against the competent single-stage Dockerfil
 # What a runtime image may drop, by path: first match wins.
 TRIMMABLE = (
     ("bytecode (__pycache__, *.pyc)", re.compile(r"(/__pycache__/|\.pyc$)")),
-    ("test suites", re.compile(r"/site-packages/[^/]+/(?:.*/)?(?:tests?|testing)/")),
+    ("test suites", re.compile(r"/site-packages/[^/]+/(?:.*/)?tests?/")),  # not testing/: imported
     ("C/C++ headers", re.compile(r"/site-packages/.*(?:/include/|\.(?:h|hpp|cuh)$)")),
     ("static libraries", re.compile(r"\.a$")),
 )
