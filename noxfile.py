@@ -104,9 +104,9 @@ def fixtures(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Measure the gate's costs as ratios against baselines run alongside; writes reports/bench.json."""
+    """Measure armgate against baselines run alongside (reports/bench.json); `-- readme`: the README table."""
     install_groups(session, "test", app=True)
-    session.run("python", "-m", "validation", "bench", *session.posargs)
+    session.run("python", "-m", "bench", *session.posargs)
 
 
 @nox.session

@@ -1,131 +1,425 @@
-"""The bench's arithmetic and verdicts (no Docker): medians, per-run ratios, targets, the table."""
+"""The bench's arithmetic, invalidation rules, baselines and README table (no Docker, no timings)."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from validation import bench, contract, run
+from bench import __main__ as cli
+from bench import compare_speed, figures, overhead, readme, rebuild, size
+from bench.figures import Figure, Target
+from validation import build, contract, run
+
+# --- figures: medians, ratios, targets, invalid runs -------------------------------------------
 
 
 def test_median_of_runs_and_no_runs() -> None:
-    assert bench.median([3.0, 1.0, 2.0]) == 2.0
-    assert bench.median([1.0, 2.0, 10.0, 4.0]) == 3.0
+    assert figures.median([3.0, 1.0, 2.0]) == 2.0
+    assert figures.median([1.0, 2.0, 10.0, 4.0]) == 3.0
     with pytest.raises(ValueError, match="no runs"):
-        bench.median([])
+        figures.median([])
 
 
 def test_ratios_pair_each_run_with_its_own_baseline() -> None:
-    assert bench.ratios([11.0, 30.0, 9.0], [10.0, 20.0, 10.0]) == pytest.approx([1.1, 1.5, 0.9])
-    # The median of per-run ratios, not the ratio of medians: a slow repeat affects both sides.
-    assert bench.median(bench.ratios([11.0, 30.0, 9.0], [10.0, 20.0, 10.0])) == pytest.approx(1.1)
+    assert figures.ratios([11.0, 30.0, 9.0], [10.0, 20.0, 10.0]) == pytest.approx([1.1, 1.5, 0.9])
+    assert figures.median(figures.ratios([11.0, 30.0, 9.0], [10.0, 20.0, 10.0])) == pytest.approx(1.1)
     with pytest.raises(ValueError, match="baselines"):
-        bench.ratios([1.0, 2.0], [1.0])
+        figures.ratios([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="zero"):
-        bench.ratios([1.0], [0.0])
+        figures.ratios([1.0], [0.0])
 
 
 def test_targets_for_costs_and_speedups() -> None:
-    at_most = bench.Target("<=", 1.15)
-    assert at_most.met(1.15) and at_most.met(0.5) and not at_most.met(1.16)
-    at_least = bench.Target(">=", 20.0)
-    assert at_least.met(20.0) and at_least.met(43.0) and not at_least.met(19.9)
-    assert str(at_most) == "≤ 1.15" and str(at_least) == "≥ 20"
+    at_most = Target("<=", 1.10)
+    assert at_most.met(1.10) and at_most.met(0.5) and not at_most.met(1.11)
+    at_least = Target(">=", 20.0)
+    assert at_least.met(20.0) and not at_least.met(19.9)
+    assert str(at_most) == "≤ 1.1" and str(at_least) == "≥ 20"
     with pytest.raises(ValueError):
-        bench.Target("<", 1.0)
+        Target("<", 1.0)
 
 
-def test_a_missed_target_is_reported_as_missed() -> None:
-    missed = bench.Figure("gate_overhead", "gate", [1.30, 1.20, 1.25], target=bench.Target("<=", 1.15))
-    met = bench.Figure("speedup", "speed-up", [43.0, 40.0, 19.0], target=bench.Target(">=", 20.0))
-    info = bench.Figure("emulation", "QEMU penalty", [2.0, 3.0, 4.0])
+def test_a_missed_target_is_missed_and_the_table_shows_the_spread() -> None:
+    missed = Figure("gate_overhead", "gate", [1.30, 1.20, 1.25], target=Target("<=", 1.10), detail="g / b")
+    met = Figure("speedup", "speed-up", [43.0, 40.0, 19.0], target=Target(">=", 20.0))
+    info = Figure("emulation", "QEMU penalty", [2.0])
     assert missed.value == 1.25 and missed.status == "MISSED"
-    assert met.value == 40.0 and met.status == "met"  # one slow run does not decide: the median does
-    assert info.status == "info"
-    summary = bench.summarise([missed, met, info])
-    assert summary == {"met": ["speedup"], "missed": ["gate_overhead"], "info": ["emulation"], "no_data": []}
-    table = bench.format_table([missed, met, info])
-    row = next(line for line in table.splitlines() if line.startswith("gate "))
-    assert "1.25×" in row and "≤ 1.15" in row and "MISSED" in row
+    assert met.value == 40.0 and met.status == "met"  # the median decides, not one slow run
+    assert info.status == "info" and info.spread() == ""
+    assert figures.summarise([missed, met, info]) == {
+        "met": ["speedup"],
+        "missed": ["gate_overhead"],
+        "info": ["emulation"],
+        "no_data": [],
+        "invalid": [],
+    }
+    row = next(
+        line for line in figures.format_table([missed, met, info]).splitlines() if line.startswith("gate ")
+    )
+    assert "1.25×" in row and "1.2× – 1.3×" in row and "≤ 1.1" in row and "MISSED" in row and "g / b" in row
+    data = json.loads(json.dumps(missed.to_dict()))
+    assert (data["value"], data["min"], data["max"]) == (1.25, 1.2, 1.3)
 
 
 def test_value_equality_uses_the_worst_run() -> None:
-    figure = bench.Figure(
-        "diff", "max |armgate − MONAI|", [1e-9, 5e-6, 1e-9], unit="abs",
-        target=bench.Target("<=", bench.EQUAL_MAX_ABS_DIFF), aggregate="max",
-    )  # fmt: skip
+    figure = Figure(
+        "diff", "max diff", [1e-9, 5e-6, 1e-9], unit="abs", target=Target("<=", 1e-6), aggregate="max"
+    )
     assert figure.value == 5e-6 and figure.status == "MISSED"
 
 
 def test_a_failed_measurement_stays_in_the_table_as_no_data() -> None:
-    figure = bench.no_data("size_over_naive", "size", "docker buildx build failed", bench.Target("<=", 0.9))
+    figure = figures.no_data("size", "size", "docker buildx build failed", Target("<=", 0.9))
     assert figure.value is None and figure.status == "no data"
-    assert bench.summarise([figure])["no_data"] == ["size_over_naive"]
-    assert "not measured: docker buildx build failed" in bench.format_table([figure])
-    data = figure.to_dict()
-    assert data["value"] is None and data["target"] == {"op": "<=", "limit": 0.9}
-    json.dumps(data)
+    assert figures.summarise([figure])["no_data"] == ["size"]
+    assert "not measured: docker buildx build failed" in figures.format_table([figure])
 
 
-def test_figure_json_round_trips() -> None:
-    figure = bench.Figure("noop", "no-op", [2.0, 3.0, 2.5], unit="s", target=bench.Target("<=", 10.0))
-    data = json.loads(json.dumps(figure.to_dict()))
-    assert data["value"] == 2.5 and data["status"] == "met" and data["samples"] == [2.0, 3.0, 2.5]
-    assert figure.formatted() == "2.5 s"
+def test_a_gate_run_that_did_not_pass_invalidates_the_overhead_and_fails_the_bench() -> None:
+    passed = [{"seconds": 60.0, "exit": 0}, {"seconds": 62.0, "exit": 0}]
+    failed = [{"seconds": 40.0, "exit": 0}, {"seconds": 41.0, "exit": 1}]  # fast because it failed
+    good = overhead.overhead_figures(2, passed, [58.0, 59.0], "3 cases")[0]
+    bad = overhead.overhead_figures(2, failed, [58.0, 59.0], "3 cases")[0]
+    assert good.status in ("met", "MISSED") and not good.invalid
+    assert bad.status == "INVALID" and "run 2 exited 1" in bad.invalid
+    assert bad.target is not None and bad.target.met(bad.value)  # a good-looking ratio still does not count
+    summary = figures.summarise([good, bad])
+    assert summary["invalid"] == [bad.key]
+    assert figures.exit_code(summary, strict=False) == 1
+    assert figures.exit_code(figures.summarise([good]), strict=False) == 0
+    assert "run 2 exited 1" in figures.format_table([bad])
+    assert figures.failed_runs([0, 0]) == "" and "run 1 exited 2" in figures.failed_runs([2])
+
+
+def test_strict_fails_on_a_missed_target_only() -> None:
+    summary = figures.summarise([Figure("x", "x", [2.0], target=Target("<=", 1.0))])
+    assert figures.exit_code(summary, strict=False) == 0 and figures.exit_code(summary, strict=True) == 1
+
+
+# --- gate overhead at equal concurrency ---------------------------------------------------------
 
 
 def test_bare_run_is_the_gates_command_with_rm(tmp_path: Path) -> None:
     mounts = contract.load().mounts
     gate_command = run.docker_run_command(
-        "img", "n", mounts, tmp_path, tmp_path, tmp_path, "4g", "linux/arm64", True
+        "img", "n", mounts, tmp_path, tmp_path / "model.ts", tmp_path, "4g", "linux/arm64", True
     )
-    bare = bench.bare_run_command(gate_command)
+    bare = overhead.bare_run_command(gate_command)
     assert "--detach" not in bare and "--rm" in bare
     assert [arg for arg in bare if arg != "--rm"] == [arg for arg in gate_command if arg != "--detach"]
-    assert bare.index("--rm") == gate_command.index("--detach")  # same flags, same order
+    assert bare.index("--rm") == gate_command.index("--detach")
     with pytest.raises(ValueError):
-        bench.bare_run_command(bare)
+        overhead.bare_run_command(bare)
 
 
-def test_app_change_is_a_trailing_comment(tmp_path: Path) -> None:
-    source = tmp_path / "seg_app.py"
-    source.write_text("x = 1\n")
-    bench.append_comment(source, "bench change 0")
-    assert source.read_text() == "x = 1\n\n# bench change 0\n"
-    compile(source.read_text(), str(source), "exec")
+class _FakeCase:
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
-def test_quick_means_one_run_and_sections_are_checked() -> None:
-    assert bench.parse_args(["--quick"]).runs == 1
-    assert bench.parse_args([]).runs == 3
-    assert bench.parse_args(["--sections", "size, compare"]).sections == ["size", "compare"]
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--sections", "gate,nope"])
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--runs", "0"])
+class _FakeContext:
+    def __init__(self, names: list[str]) -> None:
+        self.cases = [_FakeCase(name) for name in names]
 
 
-def test_naive_dockerfile_is_single_stage_and_keeps_wheels_and_pip_cache() -> None:
-    text = bench.NAIVE_DOCKERFILE.read_text()
-    assert text.count("FROM ") == 1
-    assert "COPY --from=wheels" in text and "requirements.txt" in text
-    assert "--no-cache-dir" not in text and "PIP_NO_CACHE_DIR" not in text
-    assert "--no-index --find-links" in text
+def test_bare_batch_runs_jobs_cases_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    lock, active, peak, order = threading.Lock(), [0], [0], []
+    barrier = threading.Barrier(2, timeout=20)
+
+    def fake_run(ctx: object, case: _FakeCase, label: str) -> float:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            order.append(case.name)
+        if label.startswith("jobs2") and case.name in ("a", "b"):
+            barrier.wait()  # raises unless the first two cases are in flight together
+        with lock:
+            active[0] -= 1
+        return 1.0
+
+    monkeypatch.setattr(overhead, "timed_bare_run", fake_run)
+    _, by_case = overhead.timed_bare_batch(_FakeContext(["c", "a", "b"]), 1, 0)
+    assert peak[0] == 1 and order == ["a", "b", "c"] and by_case == {"a": 1.0, "b": 1.0, "c": 1.0}
+    peak[0] = 0
+    overhead.timed_bare_batch(_FakeContext(["c", "a", "b"]), 2, 0)
+    assert peak[0] == 2
 
 
-def test_the_gates_own_container_time_comes_from_its_metrics() -> None:
+def test_gate_command_passes_jobs_and_runs_the_public_gate(tmp_path: Path) -> None:
+    ctx = type(
+        "C",
+        (),
+        {
+            "profile": type("P", (), {"name": "bookworm"})(),
+            "app": contract.load(),
+            "image": "img",
+            "scratch": tmp_path,
+            "model": tmp_path / "model.ts",
+        },
+    )()
+    command = overhead.gate_command(ctx, 1, tmp_path / "r")
+    assert command[1:4] == ["-m", "validation", "acceptance"] and "--no-host" in command
+    assert command[command.index("--jobs") + 1] == "1" and "-k" not in command
+    assert command[command.index("--app") + 1] == str(contract.DEFAULT_CONTRACT)
+    assert overhead.gate_command(ctx, 2, tmp_path / "r", "test_image")[-2:] == ["-k", "test_image"]
+
+
+def test_case_run_seconds_and_check_durations(tmp_path: Path) -> None:
     metrics = {"cases": {"a": {"run": {"seconds": 40.5}}, "b": {"run": {"seconds": 9.5}}}}
-    assert bench.container_seconds(metrics) == 50.0
-    with pytest.raises(bench.GateError):
-        bench.container_seconds({"cases": {"a": {"run": None}}})
-
-
-def test_slowest_checks_from_junit(tmp_path: Path) -> None:
+    assert overhead.case_run_seconds(metrics) == {"a": 40.5, "b": 9.5}
+    with pytest.raises(overhead.GateError):
+        overhead.case_run_seconds({"cases": {"a": {"run": None}}})
     junit = tmp_path / "junit.xml"
     junit.write_text(
         '<testsuites><testsuite><testcase name="a" time="1.5"/><testcase name="b" time="40"/>'
-        '<testcase name="c" time="0.1"/></testsuite></testsuites>'
+        "</testsuite></testsuites>"
     )
-    assert bench.slowest_checks(junit, 2) == [("b", 40.0), ("a", 1.5)]
+    assert list(overhead.check_durations(junit).items()) == [("b", 40.0), ("a", 1.5)]
+
+
+def test_jobs_default_to_one_and_the_gates_default() -> None:
+    args = cli.parse_args([])
+    assert args.runs == 3 and 1 in args.jobs and args.jobs == sorted(args.jobs)
+    assert cli.parse_args(["--jobs", "2,1,2"]).jobs == [1, 2]
+    assert cli.parse_args(["--quick"]).runs == 1 and cli.parse_args(["--quick"]).compare_runs == 1
+    assert cli.parse_args(["--runs", "2", "--compare-runs", "1"]).compare_runs == 1
+    assert cli.parse_args(["--runs", "2"]).compare_runs == 2
+    assert cli.parse_args(["--sections", "size, compare"]).sections == ["size", "compare"]
+    for bad in (
+        ["--sections", "gate,nope"],
+        ["--runs", "0"],
+        ["--compare-runs", "0"],
+        ["--jobs", "0"],
+        ["--jobs", "x"],
+    ):
+        with pytest.raises(SystemExit):
+            cli.parse_args(bad)
+
+
+# --- rebuild through the real command -----------------------------------------------------------
+
+
+def test_the_rebuild_copy_holds_the_real_build_and_its_own_image_name(tmp_path: Path) -> None:
+    files = rebuild.tracked_files(build.ROOT)
+    assert {
+        "validation/build.py",
+        "validation/sbom.py",
+        "container/Dockerfile",
+        rebuild.APP_FILE_TO_EDIT,
+    } <= set(files)
+    assert not any(name.startswith(("tests/", "fixtures/", "bench/")) for name in files)
+    app_toml = tmp_path / "app.toml"
+    app_toml.write_text('[app]\nname = "multiorgan-seg"            # image repository\nuid = 1000\n')
+    assert rebuild.rename_app(app_toml, "bench-1234") == "multiorgan-seg-bench-1234"
+    assert app_toml.read_text().startswith('[app]\nname = "multiorgan-seg-bench-1234"            # image')
+    app_toml.write_text("[app]\n")
+    with pytest.raises(rebuild.GateError, match="no name"):
+        rebuild.rename_app(app_toml, "x")
+
+
+def test_the_rebuild_runs_the_users_build_command(tmp_path: Path) -> None:
+    command = rebuild.build_command("bookworm", tmp_path / "build.json", no_cache=False)
+    assert command[1:4] == ["-m", "validation", "build"] and "--no-cache" not in command
+    assert rebuild.build_command("bookworm", tmp_path / "build.json", no_cache=True)[-1] == "--no-cache"
+    source = tmp_path / "seg_app.py"
+    source.write_text("x = 1\n")
+    rebuild.append_comment(source, "bench change 0")
+    assert source.read_text() == "x = 1\n\n# bench change 0\n"
+
+
+def test_build_cli_accepts_no_cache() -> None:
+    import inspect
+
+    assert "no_cache" in inspect.signature(build.build).parameters
+    assert "--no-cache" in inspect.getsource(build.main)
+
+
+# --- image size baselines -----------------------------------------------------------------------
+
+
+def test_the_recipe_baseline_keeps_wheels_in_a_layer() -> None:
+    text = size.BASELINES["recipe"].read_text()
+    assert text.count("FROM ") == 1 and "COPY --from=wheels" in text
+    assert "--no-cache-dir" not in text and "--no-index --find-links" in text
+
+
+def test_the_single_stage_baseline_is_competent() -> None:
+    text = size.BASELINES["single_stage"].read_text()
+    assert text.count("FROM ") == 1 and "COPY --from=wheels" not in text
+    assert "--mount=type=bind,from=wheels" in text and "--no-cache-dir" in text and "--require-hashes" in text
+    assert not re.search(r"apt-get install|build-essential|gcc", text)
+    entrypoint = f"ENTRYPOINT {json.dumps(list(contract.load().entrypoint))}"  # as build writes it
+    assert entrypoint in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("path", "label"),
+    [
+        ("/opt/venv/lib/python3.11/site-packages/torch/__pycache__/x.cpython-311.pyc", "bytecode"),
+        ("/opt/venv/lib/python3.11/site-packages/numpy/_core/tests/test_a.py", "test suites"),
+        ("/opt/venv/lib/python3.11/site-packages/torch/include/ATen/Tensor.h", "C/C++ headers"),
+        ("/opt/venv/lib/python3.11/site-packages/torch/lib/libfoo.a", "static libraries"),
+        ("/opt/venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so", None),
+        ("/opt/venv/lib/python3.11/site-packages/pytest_helpers/plugin.py", None),
+    ],
+)
+def test_trimmable_paths(path: str, label: str | None) -> None:
+    found = next((name for name, pattern in size.TRIMMABLE if pattern.search(path)), None)
+    assert (found or "").startswith(label or "") and (found is None) == (label is None)
+
+
+# --- compare speed: the pairs and value equality at 1e-6 ----------------------------------------
+
+SMALL_SHAPE, SMALL_SPACING = (128, 128, 75), (3.12, 3.12, 6.0)  # the same 400×400×450 mm as the bench's
+
+
+@pytest.fixture(scope="module")
+def small_pairs() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return compare_speed.make_pairs(0, SMALL_SHAPE, SMALL_SPACING, displacement=6)
+
+
+def test_the_pairs_are_what_they_are_called(small_pairs: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
+    reference, outputs = small_pairs
+    labels = set(np.unique(reference)) - {0}
+    assert labels == set(range(1, len(compare_speed.ORGANS) + 1))
+    assert np.array_equal(outputs["displaced"][6:], reference[:-6]) and not outputs["displaced"][:6].any()
+    first, second = compare_speed.SWAPPED
+    assert np.array_equal(outputs["swapped"] == first, reference == second)
+    assert np.array_equal(outputs["swapped"] == second, reference == first)
+    assert compare_speed.MISSING not in outputs["missing"] and compare_speed.MISSING in reference
+    assert 0.5 < (outputs["near"] == reference).mean() < 1.0
+    with pytest.raises(ValueError, match="unknown pair"):
+        compare_speed.make_output("rotated", reference, np.random.default_rng(0), SMALL_SHAPE, SMALL_SPACING)
+
+
+@pytest.mark.parametrize("kind", compare_speed.PAIRS)
+def test_armgate_equals_monai_within_1e6(
+    kind: str, small_pairs: tuple[np.ndarray, dict[str, np.ndarray]]
+) -> None:
+    reference, outputs = small_pairs
+    ours = compare_speed.armgate_metrics(outputs[kind], reference, SMALL_SPACING)
+    theirs = compare_speed.monai_metrics(
+        outputs[kind], reference, SMALL_SPACING, len(compare_speed.ORGANS), compare_speed.NSD_TOLERANCE_MM
+    )
+    differences = compare_speed.max_differences(ours, theirs)
+    assert set(differences) == {"dice", "hd95", "nsd", "hd95_abs_mm"}
+    headline = max(differences[metric] for metric in compare_speed.HEADLINE_METRICS)
+    assert headline <= compare_speed.EQUAL_MAX_ABS_DIFF, differences
+
+
+def test_the_equality_check_fails_when_the_spacing_differs(
+    small_pairs: tuple[np.ndarray, dict[str, np.ndarray]],
+) -> None:
+    reference, outputs = small_pairs
+    ours = compare_speed.armgate_metrics(outputs["near"], reference, SMALL_SPACING)
+    theirs = compare_speed.monai_metrics(
+        outputs["near"],
+        reference,
+        (3.12, 3.12, 3.0),
+        len(compare_speed.ORGANS),
+        compare_speed.NSD_TOLERANCE_MM,
+    )
+    differences = compare_speed.max_differences(ours, theirs)
+    assert differences["hd95"] > 1e-3 and differences["hd95_abs_mm"] > 1e-3 and differences["dice"] <= 1e-6
+
+
+# --- the README table and the import boundary ---------------------------------------------------
+
+
+def _report(status_ratio: float = 0.95) -> dict:
+    return {
+        "command": "python -m bench",
+        "started": "2026-11-26T15:00:00+00:00",
+        "runs": 3,
+        "seconds": 960,
+        "sections": ["gate"],
+        "machine": {
+            "nproc": 2,
+            "cpu": "AMD EPYC",
+            "uname_m": "x86_64",
+            "memory_gb": 23.4,
+            "docker_engine": "26.1.5",
+            "loadavg_start": [1.5, 1.0, 0.5],
+        },
+        "figures": [
+            Figure(
+                "gate_overhead_jobs2",
+                "1  gate ÷ bare",
+                [status_ratio, 1.0, 0.9],
+                target=Target("<=", 1.10),
+                detail="gate 60 s / bare 58 s",
+            ).to_dict()
+        ],
+    }
+
+
+def test_the_readme_table_is_rendered_from_the_report(tmp_path: Path) -> None:
+    table = readme.render_table(_report())
+    assert "2026-11-26 15:00 UTC" in table and "AMD EPYC" in table and "3 run(s)" in table
+    assert "| 1  gate ÷ bare | 0.95× | 0.9× – 1× | ≤ 1.1 | met | gate 60 s / bare 58 s |" in table
+    text = f"# x\n## Benchmarks\nintro\n{readme.BEGIN}\nold numbers\n{readme.END}\n## Next\n"
+    updated = readme.replace_section(text, table)
+    assert "old numbers" not in updated and updated.endswith(f"{readme.END}\n## Next\n") and table in updated
+    with pytest.raises(readme.GateError, match="markers"):
+        readme.replace_section("no markers here", table)
+
+
+def test_readme_check_fails_when_the_table_is_stale(tmp_path: Path) -> None:
+    report, page = tmp_path / "bench.json", tmp_path / "README.md"
+    report.write_text(json.dumps(_report()))
+    page.write_text(f"{readme.BEGIN}\n{readme.END}\n")
+    args = ["--report", str(report), "--readme", str(page)]
+    assert readme.main([*args, "--check"]) == 1
+    assert readme.main(args) == 0 and readme.main([*args, "--check"]) == 0
+    report.write_text(json.dumps(_report(1.3)))  # a new measurement: the README is stale again
+    assert readme.main([*args, "--check"]) == 1
+
+
+def test_the_readme_has_the_bench_table_markers() -> None:
+    text = readme.README.read_text()
+    assert text.count(readme.BEGIN) == 1 and text.count(readme.END) == 1
+
+
+def test_the_gate_never_imports_the_bench() -> None:
+    code = (
+        "import sys, validation.__main__, validation.gate, validation.build, validation.report;"
+        "print([m for m in sys.modules if m == 'bench' or m.startswith('bench.')])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=build.ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    sources = "\n".join(path.read_text() for path in (build.ROOT / "validation").rglob("*.py"))
+    assert not re.search(r"^\s*(from bench\b|import bench\b)", sources, flags=re.MULTILINE)
+
+
+def test_bench_code_and_docs_name_no_issue_numbers() -> None:
+    paths = [
+        *(build.ROOT / "bench").glob("*.py"),
+        *(build.ROOT / "container" / "bench").iterdir(),
+        build.ROOT / "noxfile.py",
+    ]
+    for path in paths:
+        assert not re.search(r"\bissue\s*#?\d|#\d{1,4}\b", path.read_text(), flags=re.IGNORECASE), path
+
+
+def test_reports_of_disjoint_sections_merge_and_overlapping_ones_do_not() -> None:
+    gate, compare = _report(), _report()
+    gate["sections"] = ["gate"]
+    compare["command"], compare["started"] = "python -m bench --sections compare", "2026-11-26T14:40:00+00:00"
+    compare["machine"] = {**compare["machine"], "loadavg_start": [7.0, 6.0, 5.0]}
+    compare["sections"], gate["sections"] = ["compare"], ["gate"]
+    compare["figures"] = [Figure("speedup", "4  speed-up", [40.0], target=Target(">=", 20.0)).to_dict()]
+    merged = readme.merge_reports([gate, compare])
+    assert [f["key"] for f in merged["figures"]] == ["gate_overhead_jobs2", "speedup"]
+    assert merged["started"] == "2026-11-26T14:40:00+00:00" and merged["machine"]["loadavg_start"][0] == 7.0
+    assert "side by side" in merged["command"] and merged["sections"] == ["gate", "compare"]
+    with pytest.raises(readme.GateError, match="twice"):
+        readme.merge_reports([gate, gate])

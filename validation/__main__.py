@@ -18,7 +18,6 @@ SUBCOMMANDS = {
     "build": "validation.build",
     "compare": "validation.compare",
     "acceptance": "validation.gate",
-    "bench": "validation.bench",
 }
 
 

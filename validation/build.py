@@ -277,6 +277,7 @@ def build(
     extra_tags: list[str] = (),
     report: Path | None = None,
     app: contract.AppContract | None = None,
+    no_cache: bool = False,
 ) -> BuildRecord:
     app = app or contract.load()
     locked = lock.parse_lock(profile.lock_path) if profile.install == "wheelhouse" else []
@@ -303,9 +304,8 @@ def build(
         wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
         iidfile = Path(scratch) / "iid"
         context = stage_context(app, Path(scratch))
-        _run_buildx(
-            buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context), tags[0]
-        )
+        args = buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context)
+        _run_buildx(["--no-cache", *args] if no_cache else args, tags[0])
         image_id = iidfile.read_text().strip()
     facts = image_inspect(image_id) or {}
     platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
@@ -346,8 +346,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tag", action="append", default=[], help="an extra tag for the image")
     parser.add_argument("--report", type=Path, help="where to write build.json (default reports/build.json)")
     parser.add_argument("--app", type=Path, default=contract.DEFAULT_CONTRACT, help="app contract (TOML)")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild every layer above the base image")
     args = parser.parse_args(argv)
-    record = build(profiles.load(args.profile), args.tag, args.report, contract.load(args.app))
+    record = build(profiles.load(args.profile), args.tag, args.report, contract.load(args.app), args.no_cache)
     print(
         f"built {record.image} ({record.image_id[:19]}) {record.platform}, "
         f"{record.size_bytes / 1e9:.2f} GB in {record.seconds:.0f} s"

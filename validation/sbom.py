@@ -1,13 +1,23 @@
 """A CycloneDX SBOM of the Python packages actually installed in the built image.
 
-Read from the image itself (`pip list` inside it), not from the lock, so it describes what ships;
-the lock's sha256 is attached where the lock pins exactly one artifact for the package.
+Read from the image itself, not from the lock, so it describes what ships: the distributions'
+metadata files are read from the image's filesystem on the host (`docker create` + `docker
+export`, never started), so no emulated Python or pip runs. The lock's sha256 is attached where the
+lock pins exactly one artifact for the package.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
+import tarfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from email.parser import HeaderParser
 from pathlib import Path
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -20,32 +30,115 @@ from validation import lock
 from validation.errors import GateError
 
 IMAGE_ID_PROPERTY = "armgate:image-id"
+# An installed distribution's metadata: <site-packages or dist-packages>/<name>.dist-info/METADATA
+# (wheels) or <name>.egg-info/PKG-INFO (older installs, Debian's python3-* packages).
+METADATA_MEMBER = re.compile(
+    r"(?:^|/)(?:site|dist)-packages/[^/]+\.(?:dist-info/METADATA|egg-info/PKG-INFO)$"
+)
 
 
-def installed_packages(image: str, platform: str) -> dict[str, str]:
-    """name -> version of every distribution in the image's Python environment."""
-    command = [
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--platform",
-        platform,
-        "--entrypoint",
-        "python3",
-    ]
+PACKAGE_FOLDERS = ("/site-packages", "/dist-packages")
+
+
+def layer_dirs(image: str) -> list[Path] | None:
+    """The image's overlay2 layer folders, top layer first, when this host can read them (a local
+    engine, run as root); None otherwise (then the image is exported instead)."""
     result = subprocess.run(
-        [*command, image, "-m", "pip", "list", "--format", "json"],
+        ["docker", "image", "inspect", image], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        return None
+    driver = json.loads(result.stdout)[0].get("GraphDriver") or {}
+    if driver.get("Name") != "overlay2":
+        return None
+    data = driver.get("Data") or {}
+    dirs = [Path(d) for d in [data.get("UpperDir"), *(data.get("LowerDir") or "").split(":")] if d]
+    readable = all(os.access(d, os.R_OK | os.X_OK) and d.is_dir() for d in dirs)
+    return dirs if dirs and readable else None
+
+
+def layer_members(dirs: list[Path], wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
+    """(path, content) of the files matching `wanted` in the merged view of overlay layer folders:
+    an upper layer's file hides a lower one's, and its whiteout (a 0/0 character device) deletes it.
+    Inside site-/dist-packages only the metadata folders are walked (what the SBOM reads)."""
+    seen: set[str] = set()
+    deleted: list[str] = []
+    for layer in dirs:
+        found_here: set[str] = set()
+        for folder, subfolders, files in os.walk(layer):
+            if folder.endswith(PACKAGE_FOLDERS):  # metadata sits one level down: skip the packages' trees
+                subfolders[:] = [d for d in subfolders if d.endswith((".dist-info", ".egg-info"))]
+            relative_folder = os.path.relpath(folder, layer)
+            for name in files:
+                path = os.path.normpath(os.path.join(relative_folder, name))
+                full = os.path.join(folder, name)
+                mode = os.lstat(full).st_mode
+                if stat.S_ISCHR(mode):
+                    deleted.append(path)
+                    continue
+                if not stat.S_ISREG(mode) or not wanted.search(path) or path in seen:
+                    continue
+                if any(path == gone or path.startswith(gone + "/") for gone in deleted):
+                    continue
+                found_here.add(path)
+                yield path, Path(full).read_bytes()
+        seen |= found_here
+
+
+def image_members(image: str, platform: str, wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
+    """(path, content) of the image's regular files whose path matches `wanted`, read on the host.
+
+    From the engine's layer folders when readable; otherwise from `docker export` of a container
+    that is created, never started (nothing runs under emulation), and always removed."""
+    dirs = layer_dirs(image)
+    if dirs is not None:
+        yield from layer_members(dirs, wanted)
+        return
+    name = f"armgate-sbom-{uuid.uuid4().hex[:12]}"
+    created = subprocess.run(
+        ["docker", "create", "--name", name, "--platform", platform, "--network", "none", image],
         capture_output=True,
         text=True,
         check=False,
     )
-    if result.returncode != 0:
+    if created.returncode != 0:
         raise GateError(
-            f"cannot list the packages of {image}: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+            f"cannot read the files of {image}: {(created.stderr.strip().splitlines() or ['?'])[-1]}"
         )
-    return {lock.normalize(item["name"]): item["version"] for item in json.loads(result.stdout)}
+    try:
+        export = subprocess.Popen(["docker", "export", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert export.stdout is not None
+        with tarfile.open(fileobj=export.stdout, mode="r|") as archive:
+            for member in archive:
+                if member.isfile() and wanted.search(member.name):
+                    handle = archive.extractfile(member)
+                    yield member.name.removeprefix("./"), handle.read() if handle else b""
+        _, error = export.communicate()
+        if export.returncode != 0:
+            raise GateError(f"docker export of {image} failed: {error.decode().strip()[-300:]}")
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+
+
+def parse_metadata(content: bytes) -> tuple[str, str] | None:
+    """(normalized name, version) from a METADATA / PKG-INFO file, or None if it names neither."""
+    headers = HeaderParser().parsestr(content.decode("utf-8", errors="replace"), headersonly=True)
+    name, version = headers.get("Name"), headers.get("Version")
+    if not name or not version:
+        return None
+    return lock.normalize(name.strip()), version.strip()
+
+
+def installed_packages(image: str, platform: str) -> dict[str, str]:
+    """name -> version of every Python distribution installed in the image."""
+    packages: dict[str, str] = {}
+    for _, content in image_members(image, platform, METADATA_MEMBER):
+        parsed = parse_metadata(content)
+        if parsed:
+            packages.setdefault(*parsed)
+    if not packages:
+        raise GateError(f"{image}: no installed Python distribution found (no *.dist-info/METADATA)")
+    return packages
 
 
 def existing_sbom_image(path: Path) -> str | None:
@@ -58,6 +151,7 @@ def existing_sbom_image(path: Path) -> str | None:
 
 
 def make_bom(image: str, image_id: str, packages: dict[str, str], locked: list[lock.LockedPackage]) -> Bom:
+    """The image as the BOM's subject, depending on each installed distribution (a complete graph)."""
     single_hash = {p.name: next(iter(p.hashes)) for p in locked if len(p.hashes) == 1}
     image_component = Component(
         name=image,
@@ -67,14 +161,31 @@ def make_bom(image: str, image_id: str, packages: dict[str, str], locked: list[l
         properties=[Property(name=IMAGE_ID_PROPERTY, value=image_id)],
     )
     bom = Bom(metadata=BomMetaData(component=image_component))
+    components = []
     for name, version in sorted(packages.items()):
         purl = PackageURL(type="pypi", name=name, version=version)
         hashes = (
             [HashType(alg=HashAlgorithm.SHA_256, content=single_hash[name])] if name in single_hash else []
         )
-        component = Component(name=name, version=version, purl=purl, bom_ref=purl.to_string(), hashes=hashes)
-        bom.components.add(component)
+        components.append(
+            Component(name=name, version=version, purl=purl, bom_ref=purl.to_string(), hashes=hashes)
+        )
+        bom.components.add(components[-1])
+    # The installed set is flat (what ships, not who requires whom): the image depends on each one.
+    bom.register_dependency(image_component, components)
+    for component in components:
+        bom.register_dependency(component, [])
     return bom
+
+
+def render(bom: Bom) -> str:
+    """The SBOM as CycloneDX 1.5 JSON; a warning of the library becomes one line, not a stack dump."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = JsonV1Dot5(bom).output_as_string(indent=2) + "\n"
+    for message in dict.fromkeys(str(warning.message).splitlines()[0] for warning in caught):
+        print(f"sbom: {message}", flush=True)
+    return text
 
 
 def write_sbom(image: str, image_id: str, platform: str, lock_path: Path | None, path: Path) -> Path:
@@ -84,5 +195,5 @@ def write_sbom(image: str, image_id: str, platform: str, lock_path: Path | None,
     locked = lock.parse_lock(lock_path) if lock_path else []
     bom = make_bom(image, image_id, installed_packages(image_id, platform), locked)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(JsonV1Dot5(bom).output_as_string(indent=2) + "\n")
+    path.write_text(render(bom))
     return path

@@ -1,7 +1,7 @@
-# The baseline for `nox -s bench` (image size): how a hand-written Dockerfile that vendors its
-# wheels would build the same packages on the same base. Single stage, requirements and wheels
-# COPYed into layers, pip left with its cache. Built only by validation/bench.py, then deleted.
-# No network in the build: pip installs from the COPYed wheelhouse, as a vendoring Dockerfile does.
+# Baseline for `nox -s bench` (image size): the hand-written Dockerfile recipe, as a vendoring
+# Dockerfile builds the same packages on the same base. Single stage, requirements and wheels
+# COPYed into layers, pip left with its cache. Built only by the bench, then deleted.
+# No network in the build: pip installs from the COPYed wheelhouse.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 

@@ -1,0 +1,138 @@
+"""What every section of the bench shares: the context, Docker calls, the machine's description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from validation import build, cases, contract, profiles
+from validation.errors import GateError
+
+BENCH_REPOSITORY = "armgate/bench"  # every image the bench makes is tagged here and removed at the end
+CONTAINER_PREFIX = "armgate-bench-"
+
+
+@dataclass
+class Context:
+    """What the sections share: the profile, the image, scratch space and what to clean up."""
+
+    profile: profiles.Profile
+    app: contract.AppContract
+    image: str
+    runs: int
+    scratch: Path
+    cases: list[cases.Case]
+    model: Path
+    host_runs: bool
+    jobs: list[int]
+    logs: Path
+    probes: bool = True  # the gate-time breakdown (bench/overhead.py)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    tags: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    app_images: list[str] = field(default_factory=list)  # images the rebuild section made (for size)
+
+    def __post_init__(self) -> None:
+        if self.logs.exists():
+            shutil.rmtree(self.logs)
+        self.logs.mkdir(parents=True)
+
+    def tag(self, what: str) -> str:
+        reference = f"{BENCH_REPOSITORY}:{what}-{self.token}"
+        self.tags.append(reference)
+        return reference
+
+
+def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def image_size(reference: str) -> int:
+    facts = build.image_inspect(reference)
+    if not facts:
+        raise GateError(f"image {reference} not found")
+    return int(facts["Size"])
+
+
+def remove_image(reference: str) -> None:
+    """Untag one of our tags; the image goes only if nothing else names it."""
+    docker("image", "rm", reference)
+
+
+def buildx(args: Sequence[str], log: Path) -> float:
+    """`docker buildx build` with its log in a file (the table stays readable); seconds taken."""
+    command = ["docker", "buildx", "build", "--progress", "plain", *args]
+    return run_logged(command, log, "docker buildx build")
+
+
+def run_logged(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> float:
+    """Run a command with its output in `log`; seconds taken; GateError naming the log if it fails."""
+    started = time.monotonic()
+    with log.open("w") as handle:
+        handle.write("+ " + " ".join(command) + "\n")
+        handle.flush()
+        code = subprocess.run(
+            list(command), cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, check=False
+        ).returncode
+    seconds = time.monotonic() - started
+    if code != 0:
+        raise GateError(f"{what} failed (exit {code}): see {log}")
+    return seconds
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read_lines("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    engine = docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "uname_m": platform.machine(),
+        "cpu": model,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "docker_engine": engine,
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def select_cases(directory: Path, names: Sequence[str] | None, destination: Path) -> list[cases.Case]:
+    """Copy the chosen cases (default: all) aside, so fixtures regenerated mid-bench change nothing."""
+    found = {case.name: case for case in cases.discover(directory)}
+    names = list(names or sorted(found))
+    unknown = [name for name in names if name not in found]
+    if unknown:
+        raise GateError(f"{directory}: no case named {', '.join(unknown)}; have {', '.join(sorted(found))}")
+    destination.mkdir(parents=True)
+    for name in names:
+        shutil.copytree(found[name].path, destination / name)
+    return [case for case in cases.discover(destination) if case.name in names]
+
+
+def cleanup(ctx: Context) -> None:
+    """Remove the bench's tags and containers (never anyone else's)."""
+    for name in ctx.containers:
+        docker("rm", "--force", name)
+    for tag in dict.fromkeys(ctx.tags):
+        remove_image(tag)

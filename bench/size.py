@@ -1,0 +1,122 @@
+"""Image size against two baselines built in the same run from the same base, lock and app.
+
+- the hand-written Dockerfile recipe (container/bench/recipe.Dockerfile): wheels COPYed into a layer;
+- a competent single-stage Dockerfile (container/bench/single-stage.Dockerfile): wheels bind-mounted
+  into the one RUN that installs them, --no-cache-dir. The target applies to this one.
+
+Sizes are deterministic, so each image is built once. What the shipped image holds that it may not
+need (tests, headers, bytecode, static libraries) is measured from its filesystem on the host.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+from bench.common import Context, buildx, docker, image_size
+from bench.figures import Figure, Target
+from validation import build, lock
+from validation.errors import GateError
+
+BASELINES = {
+    "recipe": build.ROOT / "container" / "bench" / "recipe.Dockerfile",
+    "single_stage": build.ROOT / "container" / "bench" / "single-stage.Dockerfile",
+}
+SIZE_TARGET = Target("<=", 0.90)  # against the competent single-stage Dockerfile
+# What a runtime image may drop, by path: first match wins.
+TRIMMABLE = (
+    ("bytecode (__pycache__, *.pyc)", re.compile(r"(/__pycache__/|\.pyc$)")),
+    ("test suites", re.compile(r"/site-packages/[^/]+/(?:.*/)?tests?/")),  # not testing/: imported
+    ("C/C++ headers", re.compile(r"/site-packages/.*(?:/include/|\.(?:h|hpp|cuh)$)")),
+    ("static libraries", re.compile(r"\.a$")),
+)
+
+
+def trimmable_bytes(image: str, platform: str) -> dict[str, int]:
+    """Bytes per TRIMMABLE category in the image's filesystem (created, never started)."""
+    name = f"armgate-bench-size-{uuid.uuid4().hex[:8]}"
+    created = docker("create", "--name", name, "--platform", platform, "--network", "none", image)
+    if created.returncode != 0:
+        raise GateError(f"cannot read the files of {image}: {created.stderr.strip()[-300:]}")
+    totals = {label: 0 for label, _ in TRIMMABLE}
+    try:
+        export = subprocess.Popen(["docker", "export", name], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=export.stdout, mode="r|") as archive:
+            for member in archive:
+                if member.isfile():
+                    path = "/" + member.name.removeprefix("./")
+                    label = next((label for label, pattern in TRIMMABLE if pattern.search(path)), None)
+                    if label:
+                        totals[label] += member.size
+        export.wait()
+    finally:
+        docker("rm", "--force", name)
+    return totals
+
+
+def baseline_args(ctx: Context, dockerfile: Path, base: str, wheels: Path, tag: str, tree: Path) -> list[str]:
+    return [
+        "--platform",
+        ctx.profile.platform,
+        "--load",
+        "--network",
+        "none",
+        "--file",
+        str(dockerfile),
+        "--build-context",
+        f"wheels={wheels}",
+        "--build-context",
+        f"locks={ctx.profile.lock_path.parent}",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"LOCK_FILE={ctx.profile.lock_path.name}",
+        "--tag",
+        tag,
+        str(tree),
+    ]
+
+
+def section_size(ctx: Context) -> list[Figure]:
+    """The shipped image against both baselines; the trimmable bytes it carries."""
+    base = build.make_debootstrap_base(ctx.profile)
+    wheels = lock.ensure_wheelhouse(ctx.profile)
+    app_bytes = image_size(ctx.image)
+    figures = []
+    sizes: dict[str, int] = {}
+    for key, dockerfile in BASELINES.items():
+        tag = ctx.tag(key.replace("_", "-"))
+        seconds = buildx(
+            baseline_args(ctx, dockerfile, base, wheels, tag, build.ROOT), ctx.logs / f"size-{key}.log"
+        )
+        sizes[key] = image_size(tag)
+        print(f"  {key}: {sizes[key] / 1e9:.3f} GB, built in {seconds:.0f} s", flush=True)
+    trimmable = trimmable_bytes(ctx.image, ctx.profile.platform)
+    trim_text = ", ".join(f"{label} {size / 1e6:.0f} MB" for label, size in trimmable.items())
+    names = {"recipe": "hand-written recipe", "single_stage": "competent single-stage"}
+    for key, size in sizes.items():
+        path = BASELINES[key].relative_to(build.ROOT)
+        figures.append(
+            Figure(
+                f"size_over_{key}",
+                f"3  image size ÷ {names[key]}",
+                [app_bytes / size],
+                target=SIZE_TARGET if key == "single_stage" else None,
+                detail=f"{app_bytes / 1e9:.3f} GB / {size / 1e9:.3f} GB ({path})",
+                extra={"app_bytes": app_bytes, "baseline_bytes": size},
+            )
+        )
+    figures.append(
+        Figure(
+            "image_gb",
+            "   image size",
+            [app_bytes / 1e9],
+            unit="GB",
+            detail=f"{ctx.image}; of which trimmable: {trim_text}",
+            extra={"trimmable_bytes": trimmable},
+        ),
+    )
+    return figures
