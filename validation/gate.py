@@ -306,6 +306,9 @@ class GatePlugin:
                 items[:] = [item for item in items if not item.get_closest_marker("host_run")]
         self.case_of = {item.nodeid: getattr(item, "callspec", None) and item.callspec.params.get("case")
                         for item in items}  # fmt: skip
+        # The image checks first: they run while the case runs go on in the background, instead of
+        # after the main thread has waited for the first case.
+        items.sort(key=lambda item: self.case_of[item.nodeid] is not None)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         """Every check left out (by -k or --no-host) is named in the verdict's scope."""
