@@ -69,7 +69,8 @@ class GateSession:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     checks: list[dict[str, Any]] = field(default_factory=list)
     deselected: list[str] = field(default_factory=list)
-    interrupted: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)  # workers start and wait no more
+    interrupted: bool = False  # Ctrl-C or SIGTERM reached the gate: no verdict, whatever ran
     pins: list[dict[str, Any]] = field(default_factory=list)
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
@@ -129,7 +130,7 @@ class GateSession:
                 self.config.image, self.config.app, case.dicom_dir, self.config.model, output,
                 case.timeout_s, case.memory, self.config.profile.platform, self.config.hardened,
                 name=f"{run.CONTAINER_PREFIX}{self.run_id}-{name}",
-                labels=self.labels, cancel=self.interrupted,
+                labels=self.labels, cancel=self.stopping,
             )  # fmt: skip
         # kept whatever happened (a timeout included), so the report can say where the app was
         (self.case_dir(name) / f"{where}.log").write_text(result.logs)
@@ -144,9 +145,9 @@ class GateSession:
                 self._runs[key] = self._executor.submit(self._run, *key)
 
     def stop(self) -> None:
-        """End every container of this gate run and wait for the workers. Workers see `interrupted`
+        """End every container of this gate run and wait for the workers. Workers see `stopping`
         before they create a container and while they wait on one, so none can start after this."""
-        self.interrupted.set()
+        self.stopping.set()
         run.remove_containers(self.own_containers)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
@@ -286,6 +287,7 @@ class GatePlugin:
         config.addinivalue_line(
             "markers", "host_run: needs the app's run on the host (--no-host leaves it out)"
         )
+        config.addinivalue_line("markers", "seg_output: checks the DICOM SEG (only apps that write one)")
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         config = self.session.config
@@ -417,14 +419,14 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
     ]  # fmt: skip
 
     def interrupt(signum: int, frame: object) -> None:
-        session.interrupted.set()  # however pytest reports it, this run is over and is no verdict
+        session.interrupted = True  # however pytest reports it, this run is over and is no verdict
         raise KeyboardInterrupt
 
     handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         exit_code = int(pytest.main(args, plugins=[GatePlugin(session)]))
     except KeyboardInterrupt:
-        session.interrupted.set()
+        session.interrupted = True
         exit_code = int(pytest.ExitCode.INTERRUPTED)
     finally:
         for sig in handlers:
@@ -432,7 +434,7 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
         session.stop()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    interrupted = exit_code == pytest.ExitCode.INTERRUPTED or session.interrupted.is_set()
+    interrupted = exit_code == pytest.ExitCode.INTERRUPTED or session.interrupted
     scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)))
     outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
     metrics = session.metrics(started, time.monotonic() - clock, outcome, scope)
