@@ -165,7 +165,7 @@ def non_dicom_files(tmp_path: Path) -> AppFault:
     folder.mkdir()
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    return _app(folder, MODEL, tmp_path / "out", str(folder), "2 non-DICOM files", "fix:")
+    return _app(folder, MODEL, tmp_path / "out", str(folder), "2 files, none DICOM", "fix:")
 
 
 def corrupt_header(tmp_path: Path) -> AppFault:
