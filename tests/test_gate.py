@@ -65,7 +65,7 @@ def one_case(tmp_path: Path, edit_golden=None) -> Path:
 def failed_checks(reports: Path) -> dict[str, str]:
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["verdict"] == "fail"
-    return {check["name"]: check["reason"] for check in metrics["checks"] if not check["passed"]}
+    return {check["name"]: check["reason"] for check in metrics["checks"] if check["status"] == "failed"}
 
 
 def test_gate_passes_the_built_image(built_image: BuildRecord, tmp_path: Path) -> None:
