@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
-from validation import build, contract, host, profiles
+from validation import build, contract, host, profiles, run
 from validation.build import BuildRecord
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -66,3 +68,15 @@ def torch18_image(docker_host: None) -> BuildRecord:
     return build.build(
         profiles.load(TORCH18_PROFILE), report=build.REPORTS / TORCH18_PROFILE / "build.json"
     )
+
+
+def run_gate(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m validation acceptance ARGS` from the repo root, asserting that none of its own
+    containers (found by the gate's pid label) is left, whatever other gates run on the engine."""
+    command = [sys.executable, "-m", "validation", "acceptance", *args]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    process = subprocess.Popen(command, cwd=profiles.ROOT, **pipes)
+    stdout, stderr = process.communicate(timeout=timeout)
+    left = run.leftover_containers(f"org.armgate.gate-pid={process.pid}")
+    assert not left, f"the gate left containers behind: {left}"
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.conftest import run_gate
 from validation import cases, contract, profiles, run
 from validation.build import BuildRecord
 
@@ -32,10 +33,8 @@ STANDARD = APP.default_cases / "standard"
 
 
 def gate(image: str, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    before, containers_before = fixture_digest(), set(run.leftover_containers())
-    command = [sys.executable, "-m", "validation", "acceptance", "--image", image, "--reports", str(reports)]
-    result = subprocess.run([*command, *args], cwd=profiles.ROOT, capture_output=True, text=True, check=False)
-    assert set(run.leftover_containers()) <= containers_before, "the gate left containers behind"
+    before = fixture_digest()
+    result = run_gate(["--image", image, "--reports", str(reports), *args])
     assert fixture_digest() == before, "the gate changed the fixtures"
     assert "Traceback" not in result.stderr, result.stderr
     return result

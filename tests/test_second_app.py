@@ -6,22 +6,19 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from validation import build, contract, profiles, run
+from tests.conftest import run_gate
+from validation import build, contract
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def acceptance(image: str, reports: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    before = set(run.leftover_containers())
-    command = [sys.executable, "-m", "validation", "acceptance", "--image", image, "--reports", str(reports)]
-    result = subprocess.run([*command, *args], cwd=profiles.ROOT, capture_output=True, text=True, check=False)
-    assert set(run.leftover_containers()) <= before, "the gate left containers behind"
+    result = run_gate(["--image", image, "--reports", str(reports), *args])
     assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
     return result
 
