@@ -22,7 +22,8 @@ LOCK_DOWN = ["--read-only", "--tmpfs", "/tmp:rw,exec,size=2g", "--cap-drop", "AL
 
 
 def recorded_command(built_image: build.BuildRecord, tmp_path: Path, *extra: str) -> list[str]:
-    """The container run's command as metrics.json records it, without its per-run name and mounts."""
+    """The container run's command as metrics.json records it, without its per-run name, labels and
+    mounts."""
     folder = copy_case(tmp_path)
     dicom = folder / "standard" / "dicom"
     shutil.rmtree(dicom)
@@ -34,11 +35,12 @@ def recorded_command(built_image: build.BuildRecord, tmp_path: Path, *extra: str
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-2000:]
     command = json.loads((reports / "metrics.json").read_text())["cases"]["standard"]["run"]["command"]
     assert command[:2] == ["docker", "run"], command
+    per_run = ("--name", "-v", "--label")
     kept, skip = [], False
     for token in command:
-        if not skip and token not in ("--name", "-v"):
+        if not skip and token not in per_run:
             kept.append(token)
-        skip = token in ("--name", "-v") and not skip
+        skip = token in per_run and not skip
     return kept
 
 
