@@ -7,16 +7,14 @@ with one line naming the archive and the image's torch, and taken by the default
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import TORCH18_PROFILE
-from validation import contract, lock, model_check, profiles, run
+from tests.conftest import TORCH18_PROFILE, run_gate
+from validation import contract, lock, model_check
 from validation.build import BuildRecord
 from validation.errors import GateError
 
@@ -116,13 +114,10 @@ def test_host_conv_model_fails_the_check_on_torch18(
     torch18_image: BuildRecord, host_conv_model: Path, tmp_path: Path
 ) -> None:
     """Through the gate's command: exit 2 before any case, one stderr line, no container left."""
-    before = set(run.leftover_containers())
-    command = [
-        sys.executable, "-m", "validation", "acceptance", "--profile", TORCH18_PROFILE,
-        "--image", torch18_image.image_id, "--model", str(host_conv_model),
+    result = run_gate([
+        "--profile", TORCH18_PROFILE, "--image", torch18_image.image_id, "--model", str(host_conv_model),
         "--reports", str(tmp_path / "acceptance"), "--no-host",
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=profiles.ROOT, capture_output=True, text=True, check=False)
+    ])  # fmt: skip  (run_gate: none of the gate's containers, the model check's included, is left)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -132,7 +127,6 @@ def test_host_conv_model_fails_the_check_on_torch18(
     # refused by torch 1.8.1's reader itself (an exception or an abort), not for a missing file
     assert "load failed: RuntimeError" in line or "the process aborted" in line, line
     assert not (tmp_path / "acceptance" / "cases").exists(), "a case ran before the model check"
-    assert set(run.leftover_containers()) <= before
 
 
 @pytest.mark.docker

@@ -410,7 +410,9 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
     session = GateSession(config)
     session.image_facts  # noqa: B018 - fail fast, with one line, when the image is missing
     # Before any case: a model the image's torch cannot read fails here in one line, not mid-case.
-    model_check.require_usable_model(config.image, config.model, config.app, config.profile.platform)
+    model_check.require_usable_model(
+        config.image, config.model, config.app, config.profile.platform, session.labels
+    )
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     args = [
         str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line",

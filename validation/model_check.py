@@ -86,7 +86,9 @@ def archive_facts(model: Path) -> ArchiveFacts:
     return ArchiveFacts(file_format, writer)
 
 
-def _probe_command(image: str, name: str, model: Path, app: AppContract, platform: str) -> list[str]:
+def _probe_command(
+    image: str, name: str, model: Path, app: AppContract, platform: str, labels: dict[str, str]
+) -> list[str]:
     """`docker run` of the probe with the case runs' lock-down and its own smaller limits.
 
     The file itself is mounted where the app contract says (whatever its name), readable by the
@@ -98,18 +100,28 @@ def _probe_command(image: str, name: str, model: Path, app: AppContract, platfor
         # An init as PID 1: torch aborting as PID 1 under QEMU never exits (PID 1 ignores the
         # SIGABRT qemu raises on itself); no core dump of a multi-GB emulated process either.
         "--init", "--ulimit", "core=0",
+        *(arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")),
         "-v", f"{model.resolve()}:{app.mounts.model}:ro", "--entrypoint", "python3", image, "-c", probe,
     ]  # fmt: skip
 
 
-def check_model(image: str, model: Path, app: AppContract, platform: str = "linux/arm64") -> ModelCheck:
+def check_model(
+    image: str,
+    model: Path,
+    app: AppContract,
+    platform: str = "linux/arm64",
+    labels: dict[str, str] | None = None,
+) -> ModelCheck:
     """Load the model in the image and run one forward; the container is always removed."""
     facts = archive_facts(model)
     name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     try:
         created = subprocess.run(
-            _probe_command(image, name, model, app, platform), capture_output=True, text=True, check=False
+            _probe_command(image, name, model, app, platform, labels or {}),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if created.returncode != 0:
             raise GateError(f"model check: docker run of {image} failed: {run.docker_error(created.stderr)}")
@@ -175,7 +187,11 @@ def _read_memo(memo: Path) -> ModelCheck | None:
 
 
 def require_usable_model(
-    image: str, model: Path, app: AppContract, platform: str = "linux/arm64"
+    image: str,
+    model: Path,
+    app: AppContract,
+    platform: str = "linux/arm64",
+    labels: dict[str, str] | None = None,
 ) -> ModelCheck | None:
     """The gate's pre-check: print the line on success, raise it as a GateError on failure.
 
@@ -193,7 +209,7 @@ def require_usable_model(
     if remembered is not None:
         print(f"{remembered.line} (passed before for this image and model)", flush=True)
         return remembered
-    check = check_model(image, model, app, platform)
+    check = check_model(image, model, app, platform, labels)
     if not check.ok:
         raise GateError(check.line)
     memo.parent.mkdir(parents=True, exist_ok=True)
