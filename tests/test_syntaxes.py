@@ -29,8 +29,10 @@ from fixtures.header_suite import dicom_files, small_series
 from fixtures.syntaxes import EncoderMissing, Syntax, eight_bit_copy, load_syntaxes, write_series
 from tests.conftest import IN_CI
 from tests.test_app import MODEL, AppRun, assert_one_line_failure, assert_succeeded, case_dicom, run_app
-from validation import run
+from validation import contract, run
 from validation.build import BuildRecord
+
+APP = contract.load()
 
 SYNTAXES = load_syntaxes()
 BY_NAME = {syntax.name: syntax for syntax in SYNTAXES}
@@ -131,7 +133,7 @@ def image_runs(
         if isinstance(source, str):
             return source
         output = run.writable_output_dir(workspace / "image", name)
-        return run.run_container(built_image.image_id, source, MODEL, output, CONTAINER_TIMEOUT_S)
+        return run.run_container(built_image.image_id, APP, source, MODEL, output, CONTAINER_TIMEOUT_S)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(inputs, pool.map(one, inputs), strict=True))
@@ -202,7 +204,9 @@ def test_unknown_syntax_is_named_in_the_image(
 ) -> None:
     _private_syntax_copy(sources["ct12"], tmp_path / "private")
     output = run.writable_output_dir(tmp_path, "out")
-    result = run.run_container(built_image.image_id, tmp_path / "private", MODEL, output, CONTAINER_TIMEOUT_S)
+    result = run.run_container(
+        built_image.image_id, APP, tmp_path / "private", MODEL, output, CONTAINER_TIMEOUT_S
+    )
     assert result.exit_code == 2, result.logs[-2000:]
     last = [line for line in result.logs.splitlines() if line.strip()][-1]
     assert "multiorgan-seg: error:" in last and PRIVATE_SYNTAX in last and "no decoder" in last
