@@ -21,8 +21,24 @@ SUBCOMMANDS = {
 }
 
 
+def forget_caught_interrupts() -> None:
+    """Make a handled Ctrl-C exit with 130, as documented, and not by the signal itself.
+
+    Under `python -m`, CPython kills the process with SIGINT at exit if a KeyboardInterrupt ever
+    ended code run by a string `exec`/`eval` (dataclass and namedtuple creation, during imports),
+    even when a caller caught it. Evaluating a string clears that record.
+    """
+    exec("")  # noqa: S102 - a constant empty string: resets the record, runs nothing
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    code = run(sys.argv[1:] if argv is None else argv)
+    if code == 130:
+        forget_caught_interrupts()
+    return code
+
+
+def run(argv: list[str]) -> int:
     if not argv or argv[0] not in SUBCOMMANDS:
         print(f"usage: python -m validation {{{','.join(SUBCOMMANDS)}}} ...", file=sys.stderr)
         return 2
