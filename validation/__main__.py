@@ -28,7 +28,7 @@ def forget_caught_interrupts() -> None:
     ended code run by a string `exec`/`eval` (dataclass and namedtuple creation, during imports),
     even when a caller caught it. Evaluating a string clears that record.
     """
-    exec("")  # noqa: S102 - a constant empty string: resets the record, runs nothing
+    exec("")  # a constant empty string: resets the record, runs nothing
 
 
 def main(argv: list[str] | None = None) -> int:
