@@ -15,17 +15,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
-from validation import build, cases, compare, contract, model_check, profiles, run, verdict
+from validation import build, cases, compare, contract, model_check, profiles, progress, run, verdict
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
@@ -78,6 +79,8 @@ class GateSession:
     _image_facts: dict[str, Any] | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # for checks that share one slow query
+    _progress: dict[str, progress.Step] = field(default_factory=dict)  # "container"/"host" runs
+    out: TextIO = field(default_factory=lambda: sys.stdout)  # the terminal, from before pytest captures
 
     @property
     def image_facts(self) -> dict[str, Any]:
@@ -121,6 +124,19 @@ class GateSession:
         return name
 
     def _run(self, name: str, where: str) -> run.RunResult:
+        steps = self._progress[where]
+        steps.update(detail=f"{name} running")
+        try:
+            result = self._run_case(name, where, steps)
+        except BaseException:
+            steps.advance(detail=f"{name} stopped")
+            raise
+        steps.advance(detail=f"{name} {'done' if result.ok else 'stopped' if result.cancelled else 'failed'}")
+        if steps.completed == steps.total:
+            steps.close(failed=False)
+        return result
+
+    def _run_case(self, name: str, where: str, steps: progress.Step) -> run.RunResult:
         case = self.case(name)
         output = run.writable_output_dir(self.case_dir(name), where)
         if where == "host":
@@ -131,6 +147,7 @@ class GateSession:
                 case.timeout_s, case.memory, self.config.profile.platform, self.config.hardened,
                 name=f"{run.CONTAINER_PREFIX}{self.run_id}-{name}",
                 labels=self.labels, cancel=self.stopping,
+                on_memory=lambda peak: steps.update(memory_bytes=peak),
             )  # fmt: skip
         # kept whatever happened (a timeout included), so the report can say where the app was
         (self.case_dir(name) / f"{where}.log").write_text(result.logs)
@@ -142,7 +159,11 @@ class GateSession:
         self._executor = self._executor or ThreadPoolExecutor(max_workers=self.config.jobs)
         for key in keys:
             if key not in self._runs:
-                self._runs[key] = self._executor.submit(self._run, *key)
+                name, where = key
+                if where not in self._progress:
+                    self._progress[where] = progress.Step(f"{where} runs", 0, "cases", self.out)
+                self._progress[where].grow(1)
+                self._runs[key] = self._executor.submit(self._run, name, where)
 
     def stop(self) -> None:
         """End every container of this gate run and wait for the workers. Workers see `stopping`
@@ -152,6 +173,8 @@ class GateSession:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         run.remove_containers(self.own_containers)
+        for steps in self._progress.values():  # runs never started (interrupt, pytest stopped early)
+            steps.close(failed=True, ended="stopped")
 
     def container_run(self, name: str) -> run.RunResult:
         self.start_runs([(name, "container")])
@@ -278,8 +301,9 @@ GATE_SESSION = pytest.StashKey[GateSession]()
 class GatePlugin:
     """Registered with pytest.main: the session (for the `gate` fixture) and parametrization."""
 
-    def __init__(self, session: GateSession) -> None:
+    def __init__(self, session: GateSession, checks: progress.Step) -> None:
         self.session = session
+        self.checks = checks  # "k/n checks" on a terminal; one line with the time elsewhere
         self.case_of: dict[str, str | None] = {}
 
     def pytest_configure(self, config: pytest.Config) -> None:
@@ -318,6 +342,7 @@ class GatePlugin:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Start every run the selected checks need before the first check asks for one."""
+        self.checks.grow(len(session.items))
         keys = []
         for item in session.items:
             case = self.case_of.get(item.nodeid)
@@ -345,6 +370,7 @@ class GatePlugin:
             "reason": reason.strip(),
         }
         self.session.checks.append(record | {"status": verdict.check_status(record)})
+        self.checks.advance(detail=record["name"])
 
 
 def resolve_image(image: str | None, profile: profiles.Profile, app: contract.AppContract) -> str:
@@ -400,22 +426,29 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
 
 
 def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -> int:
-    """Exit 0 only for PASS; 1 for FAIL, 3 for PARTIAL (see verdict.EXIT_CODES), 130 when interrupted."""
-    from validation import report
-
+    """Exit 0 only for PASS; 1 for FAIL, 3 for PARTIAL (see verdict.EXIT_CODES), 130 when interrupted.
+    The image is held by a container of this run throughout, so no build beside it can delete it."""
     build.require_engine()
     if config.reports.exists():
         shutil.rmtree(config.reports)
     config.reports.mkdir(parents=True)
     session = GateSession(config)
-    session.image_facts  # noqa: B018 - fail fast, with one line, when the image is missing
+    facts = session.image_facts  # fail fast, with one line, when the image is missing
+    with run.holding(config.image, f"{facts.get('Os')}/{facts.get('Architecture')}", session.labels):
+        return _gate(session, scope, pytest_args)
+
+
+def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) -> int:
+    from validation import report
+
+    config = session.config
     # Before any case: a model the image's torch cannot read fails here in one line, not mid-case.
     model_check.require_usable_model(
         config.image, config.model, config.app, config.profile.platform, session.labels
     )
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     args = [
-        str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--tb=line",
+        str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--capture=sys", "--no-header", "-rN", "--tb=line",
         f"--junitxml={config.reports / 'junit.xml'}", "-o", "junit_family=xunit2",
         f"--rootdir={CHECKS_DIR}", "-c", "/dev/null", *pytest_args,
     ]  # fmt: skip
@@ -426,7 +459,8 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
 
     handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        exit_code = int(pytest.main(args, plugins=[GatePlugin(session)]))
+        with progress.step("checks", total=0, unit="checks") as checks:
+            exit_code = int(pytest.main(args, plugins=[GatePlugin(session, checks)]))
     except KeyboardInterrupt:
         session.interrupted = True
         exit_code = int(pytest.ExitCode.INTERRUPTED)

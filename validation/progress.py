@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -60,12 +61,9 @@ class _Display:
         self.progress: Progress | None = None
         self.open_steps = 0
 
-    def live(self) -> bool:
-        return sys.stdout.isatty()
-
-    def add(self, description: str, total: int | None) -> TaskID | None:
+    def add(self, description: str, total: int | None, out: TextIO) -> TaskID | None:
         with self.lock:
-            if not self.live():
+            if self.progress is None and not out.isatty():
                 return None
             if self.progress is None:
                 self.progress = Progress(
@@ -75,7 +73,7 @@ class _Display:
                     TextColumn("{task.fields[count]}"),  # "k/n unit"; empty when n is unknown
                     TimeElapsedColumn(),
                     TextColumn("{task.fields[detail]}", style="dim"),
-                    console=Console(file=sys.stdout),
+                    console=Console(file=out),
                     transient=True,
                 )
                 self.progress.start()
@@ -104,14 +102,18 @@ _DISPLAY = _Display()
 class Step:
     """A running step: what it has done so far, its peak memory and a short detail line."""
 
-    def __init__(self, title: str, total: int | None, unit: str) -> None:
+    def __init__(self, title: str, total: int | None, unit: str, out: TextIO | None = None) -> None:
+        """`out`: where the step is drawn and summed up; the caller's stdout at the time by default.
+        Steps opened while pytest captures output pass the stdout from before (the gate's runs)."""
         self.title, self.total, self.unit = title, total, unit
+        self.out = out or sys.stdout
         self.completed = 0
         self.peak_memory_bytes: int | None = None
         self.detail = ""
+        self.closed = False
         self.started = time.monotonic()
         self._lock = threading.Lock()
-        self._task = _DISPLAY.add(title, total)
+        self._task = _DISPLAY.add(title, total, self.out)
         self.update()
 
     @property
@@ -138,29 +140,41 @@ class Step:
             count = f"{self.completed}/{self.total} {self.unit}" if self.total is not None else ""
             _DISPLAY.update(self._task, completed=self.completed, count=count, detail=shown, refresh=refresh)
 
+    def grow(self, amount: int) -> None:
+        """`amount` more units to do (work found after the step began: the checks pytest collected)."""
+        with self._lock:
+            self.total = (self.total or 0) + amount
+            _DISPLAY.update(self._task, total=self.total)
+        self.update()
+
     def advance(self, amount: int = 1, detail: str | None = None) -> None:
         """`amount` more units done (one more case, one more wheel)."""
         with self._lock:
             completed = self.completed + amount
         self.update(detail=detail, completed=completed)
 
-    def summary(self, failed: bool) -> str:
-        """The one line printed when the step ends."""
+    def summary(self, failed: bool, ended: str = "failed") -> str:
+        """The one line printed when the step ends; `ended` says how a step that did not finish ended."""
         if failed:
-            return f"{self.title}: failed after {self.elapsed:.1f} s"
+            return f"{self.title}: {ended} after {self.elapsed:.1f} s"
         done = f"{self.completed}/{self.total} {self.unit} " if self.total is not None else ""
         memory = f", peak {_memory(self.peak_memory_bytes)}" if self.peak_memory_bytes is not None else ""
         return f"{self.title}: {done}in {self.elapsed:.1f} s{memory}"
 
-    def close(self, failed: bool) -> None:
+    def close(self, failed: bool, ended: str = "failed") -> None:
+        """Take the live line down and print the summary; a second close does nothing."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
         _DISPLAY.remove(self._task)
-        print(self.summary(failed), flush=True)
+        print(self.summary(failed, ended), file=self.out, flush=True)
 
 
 @contextmanager
-def step(title: str, total: int | None = None, unit: str = "") -> Iterator[Step]:
+def step(title: str, total: int | None = None, unit: str = "", out: TextIO | None = None) -> Iterator[Step]:
     """A step shown live on a terminal and summed up in one line (with its time) when it ends."""
-    current = Step(title, total, unit)
+    current = Step(title, total, unit, out)
     try:
         yield current
     except BaseException:

@@ -10,7 +10,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,16 +127,22 @@ def _peak_memory(container_id: str) -> int | None:
 
 
 def _wait(
-    name: str, container_id: str, timeout_s: float, cancel: threading.Event | None = None
+    name: str,
+    container_id: str,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    on_memory: Callable[[int], None] | None = None,
 ) -> tuple[int | None, int | None]:
     """(exit code or None on timeout or cancel, peak memory). The cgroup goes with the container, so
-    it is read while `docker wait` runs."""
+    it is read while `docker wait` runs; `on_memory` hears each reading (the gate's progress line)."""
     waiter = subprocess.Popen(["docker", "wait", name], stdout=subprocess.PIPE, text=True)
     deadline, peak = time.monotonic() + timeout_s, None
     cancel = cancel or threading.Event()
     try:
         while waiter.poll() is None and time.monotonic() < deadline and not cancel.is_set():
             peak = max(filter(None, (peak, _peak_memory(container_id))), default=None)
+            if peak is not None and on_memory is not None:
+                on_memory(peak)
             time.sleep(0.5)
         if waiter.poll() is None:
             return None, peak
@@ -168,6 +175,7 @@ def run_container(
     name: str | None = None,
     labels: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
+    on_memory: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run one case in the container and always remove it (removing it from outside ends the run).
 
@@ -196,7 +204,7 @@ def run_container(
                 f"check that `docker image inspect {image}` finds it"
             )
         container_id = created.stdout.strip()
-        result.exit_code, result.peak_memory_bytes = _wait(name, container_id, timeout_s, cancel)
+        result.exit_code, result.peak_memory_bytes = _wait(name, container_id, timeout_s, cancel, on_memory)
         # a run ended by the gate's interrupt (from here or by removal from outside) is not the app's fault
         result.cancelled = cancel is not None and cancel.is_set() and result.exit_code != 0
         result.timed_out = result.exit_code is None and not result.cancelled
@@ -239,3 +247,20 @@ def remove_containers(label: str) -> None:
     names = leftover_containers(label)
     if names:
         _docker("rm", "--force", *names)
+
+
+@contextmanager
+def holding(image: str, platform: str, labels: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A created, never started container of `image` for as long as the caller relies on the image:
+    the engine refuses to remove an image a container uses, so a build that prunes older revision
+    tags beside a running gate (or test session) cannot delete its image."""
+    name = f"{CONTAINER_PREFIX}hold-{uuid.uuid4().hex[:12]}"
+    command = ["docker", "create", "--name", name, "--platform", platform, "--network", "none"]
+    command += [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]
+    created = subprocess.run([*command, image], capture_output=True, text=True, check=False)
+    if created.returncode != 0:
+        raise GateError(f"image {image} cannot be used: {docker_error(created.stderr)}")
+    try:
+        yield name
+    finally:
+        _docker("rm", "--force", name)
