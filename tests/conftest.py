@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,32 +43,38 @@ def docker_host() -> None:
         pytest.skip(f"Docker host not ready: {message}")
 
 
+def held(record: BuildRecord) -> Iterator[BuildRecord]:
+    """The built image, held by a container for the whole session: a build in another checkout on
+    the same engine prunes older revision tags, and must not delete an image these tests still use."""
+    with run.holding(record.image_id, record.platform, {"org.armgate.test-session": str(os.getpid())}):
+        yield record
+
+
 @pytest.fixture(scope="session")
-def built_image(docker_host: None) -> BuildRecord:
+def built_image(docker_host: None) -> Iterator[BuildRecord]:
     """The default profile's image, built once per test session (seconds when nothing changed)."""
-    return build.build(profiles.load(), report=build.REPORTS / "build.json")
+    yield from held(build.build(profiles.load(), report=build.REPORTS / "build.json"))
 
 
 SPLEEN_CONTRACT = profiles.ROOT / "fixtures" / "spleen" / "app.toml"
 
 
 @pytest.fixture(scope="session")
-def spleen_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> BuildRecord:
+def spleen_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildRecord]:
     """The second app's image (fixtures/spleen), built through its contract like any user's app."""
     report = tmp_path_factory.mktemp("spleen-build") / "build.json"
-    return build.build(profiles.load(), report=report, app=contract.load(SPLEEN_CONTRACT))
+    yield from held(build.build(profiles.load(), report=report, app=contract.load(SPLEEN_CONTRACT)))
 
 
 TORCH18_PROFILE = "bullseye-torch1.8"
 
 
 @pytest.fixture(scope="session")
-def torch18_image(docker_host: None) -> BuildRecord:
+def torch18_image(docker_host: None) -> Iterator[BuildRecord]:
     """The torch-1.x device stack's image, built once per session; its records sit in their own folder
     so the default profile's reports/build.json and SBOM stay as they are."""
-    return build.build(
-        profiles.load(TORCH18_PROFILE), report=build.REPORTS / TORCH18_PROFILE / "build.json"
-    )
+    report = build.REPORTS / TORCH18_PROFILE / "build.json"
+    yield from held(build.build(profiles.load(TORCH18_PROFILE), report=report))
 
 
 def run_gate(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
