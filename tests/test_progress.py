@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import re
@@ -101,3 +102,22 @@ def test_updates_from_threads_are_counted_once_each(capsys: pytest.CaptureFixtur
         current.update(memory_bytes=1_000_000_000)  # a lower reading does not lower the peak
     assert current.completed == 200 and current.peak_memory_bytes == 2_000_000_000
     assert capsys.readouterr().out.startswith("host runs: 200/200 runs in ")
+
+
+def test_work_found_later_grows_the_total_and_a_step_sums_up_once() -> None:
+    """The gate opens 'checks' before pytest has collected them; the runs close themselves when the
+    last one ends and again at the gate's stop, which must not print a second line."""
+    out = io.StringIO()
+    current = progress.Step("checks", total=0, unit="checks", out=out)
+    current.grow(3)
+    current.advance(amount=3)
+    current.close(failed=False)
+    current.close(failed=True, ended="stopped")
+    assert current.total == 3
+    assert re.fullmatch(r"checks: 3/3 checks in \d+\.\d s\n", out.getvalue())
+
+
+def test_a_step_that_did_not_finish_says_how_it_ended() -> None:
+    out = io.StringIO()
+    progress.Step("container runs", total=2, unit="cases", out=out).close(failed=True, ended="stopped")
+    assert re.fullmatch(r"container runs: stopped after \d+\.\d s\n", out.getvalue())
