@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from validation import build, cases, contract, profiles
+from validation import cases, contract, engine, profiles
 from validation.errors import GateError
 
 BENCH_REPOSITORY = "armgate/bench"  # every image the bench makes is tagged here and removed at the end
@@ -52,25 +52,29 @@ class Context:
 
 
 def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    """The engine's `docker ARGS`, with the bench's longer default timeout."""
+    return engine.docker(*args, timeout=timeout)
 
 
 def image_size(reference: str) -> int:
-    facts = build.image_inspect(reference)
+    facts = engine.inspect_image(reference)
     if not facts:
         raise GateError(f"image {reference} not found")
-    return int(facts["Size"])
+    return facts.size
 
 
 def remove_image(reference: str) -> None:
     """Untag one of our tags; the image goes only if nothing else names it."""
-    docker("image", "rm", reference)
+    engine.untag(reference)
 
 
 def buildx(args: Sequence[str], log: Path) -> float:
     """`docker buildx build` with its log in a file (the table stays readable); seconds taken."""
-    command = ["docker", "buildx", "build", "--progress", "plain", *args]
-    return run_logged(command, log, "docker buildx build")
+    started = time.monotonic()
+    code = engine.buildx_build(args, log)
+    if code != 0:
+        raise GateError(f"docker buildx build failed (exit {code}): see {log}")
+    return time.monotonic() - started
 
 
 def run_logged(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import CONTAINER_PREFIX, Context, docker
 from bench.figures import Figure, Target, failed_runs, median, ratios
-from validation import build, cases, run
+from validation import build, cases, engine, run
 from validation.errors import GateError
 
 OVERHEAD_TARGET = Target("<=", 1.10)
@@ -126,7 +126,7 @@ def timed_bare_run(ctx: Context, case: cases.Case, label: str) -> float:
     )  # fmt: skip
     try:
         started = time.monotonic()
-        done = subprocess.run(command, capture_output=True, text=True, timeout=case.timeout_s, check=False)
+        done = engine.execute(command, timeout=case.timeout_s)
         seconds = time.monotonic() - started
     except subprocess.TimeoutExpired:
         raise GateError(

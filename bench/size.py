@@ -11,15 +11,12 @@ need (tests, headers, bytecode, static libraries) is measured from its filesyste
 from __future__ import annotations
 
 import re
-import subprocess
-import tarfile
 import uuid
 from pathlib import Path
 
-from bench.common import Context, buildx, docker, image_size
+from bench.common import Context, buildx, image_size
 from bench.figures import Figure, Target
-from validation import build, lock
-from validation.errors import GateError
+from validation import build, engine, lock
 
 BASELINES = {
     "recipe": build.ROOT / "container" / "bench" / "recipe.Dockerfile",
@@ -37,23 +34,14 @@ TRIMMABLE = (
 
 def trimmable_bytes(image: str, platform: str) -> dict[str, int]:
     """Bytes per TRIMMABLE category in the image's filesystem (created, never started)."""
-    name = f"armgate-bench-size-{uuid.uuid4().hex[:8]}"
-    created = docker("create", "--name", name, "--platform", platform, "--network", "none", image)
-    if created.returncode != 0:
-        raise GateError(f"cannot read the files of {image}: {created.stderr.strip()[-300:]}")
     totals = {label: 0 for label, _ in TRIMMABLE}
-    try:
-        export = subprocess.Popen(["docker", "export", name], stdout=subprocess.PIPE)
-        with tarfile.open(fileobj=export.stdout, mode="r|") as archive:
-            for member in archive:
-                if member.isfile():
-                    path = "/" + member.name.removeprefix("./")
-                    label = next((label for label, pattern in TRIMMABLE if pattern.search(path)), None)
-                    if label:
-                        totals[label] += member.size
-        export.wait()
-    finally:
-        docker("rm", "--force", name)
+    with engine.exported(image, platform, f"armgate-bench-size-{uuid.uuid4().hex[:8]}") as archive:
+        for member in archive:
+            if member.isfile():
+                path = "/" + member.name.removeprefix("./")
+                label = next((label for label, pattern in TRIMMABLE if pattern.search(path)), None)
+                if label:
+                    totals[label] += member.size
     return totals
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from validation import contract, host, lock, profiles, progress, sbom
+from validation import contract, engine, host, lock, profiles, progress, sbom
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -59,22 +59,10 @@ class BuildRecord:
             raise GateError(f"{path}: not a build record of this armgate; run `nox -s build` again") from None
 
 
-def _docker(*args: str, timeout: float | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        result = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError:
-        raise GateError("docker client not found: run `nox -s prepare` (or install docker.io)") from None
-    if check and result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise GateError(f"docker {args[0]} failed: {lines[-1] if lines else 'no message'}")
-    return result
-
-
 def image_inspect(reference: str) -> dict | None:
-    result = _docker("image", "inspect", reference, check=False)
-    return json.loads(result.stdout)[0] if result.returncode == 0 else None
+    """`docker image inspect`'s JSON object of the image, or None when the engine lacks it."""
+    facts = engine.inspect_image(reference)
+    return facts.raw if facts else None
 
 
 def git_revision() -> tuple[str, str]:
@@ -100,8 +88,8 @@ def make_debootstrap_base(profile: profiles.Profile) -> str:
     """Debootstrap an arm64 rootfs once per recipe and load it as an image labelled linux/arm64."""
     base = profile.base
     reference = base.reference
-    found = image_inspect(reference)
-    if found and found.get("Architecture") == "arm64":
+    found = engine.inspect_image(reference)
+    if found and found.architecture == "arm64":
         return reference
     cache = lock.CACHE / "base" / f"{base.suite}-{base.recipe_hash()}"
     tarball = cache / "rootfs.tar"
@@ -177,16 +165,15 @@ def prune_revision_tags(repository: str, profile: str, current: str) -> list[str
 
     `docker image rm` without --force: an image still used by a container, or by another tag, stays.
     """
-    listed = _docker("image", "ls", repository, "--format", "{{.Tag}}", check=False)
     found = []
-    for tag in sorted(set(listed.stdout.split())):
-        facts = image_inspect(f"{repository}:{tag}") or {}
-        labels = (facts.get("Config") or {}).get("Labels") or {}
+    for tag in engine.image_tags(repository):
+        facts = engine.inspect_image(f"{repository}:{tag}")
+        labels = facts.labels if facts else {}
         created = labels.get("org.opencontainers.image.created", "")
         found.append(RevisionTag(tag, labels.get("org.armgate.profile", ""), created))
     removed = []
     for tag in revision_tags_to_remove(found, profile, current):
-        if _docker("image", "rm", f"{repository}:{tag}", check=False).returncode == 0:
+        if engine.untag(f"{repository}:{tag}"):
             removed.append(tag)
     if removed:
         print(f"removed older revision tags of {repository}: {', '.join(removed)}", flush=True)
@@ -196,12 +183,10 @@ def prune_revision_tags(repository: str, profile: str, current: str) -> list[str
 def pull_base(profile: profiles.Profile) -> str:
     """A vendor base must already be local or pullable now; fail fast and say what to do instead."""
     reference = profile.base.reference
-    if image_inspect(reference):
+    if engine.inspect_image(reference):
         return reference
     try:
-        result = _docker(
-            "pull", "--platform", profile.platform, reference, timeout=PULL_TIMEOUT_S, check=False
-        )
+        result = engine.docker("pull", "--platform", profile.platform, reference, timeout=PULL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         reason = f"no answer within {PULL_TIMEOUT_S} s"
     else:
@@ -217,10 +202,9 @@ def pull_base(profile: profiles.Profile) -> str:
 
 def _run_buildx(args: list[str], what: str) -> None:
     """`docker buildx build` with plain output into a log: live progress on a terminal, one line elsewhere."""
-    command = ["docker", "buildx", "build", "--progress=plain", *args]
     log = REPORTS / "logs" / f"buildx-{re.sub(r'[^A-Za-z0-9_.-]+', '_', what)}.log"
     with progress.step(f"buildx {what}") as current:
-        if progress.run_command(current, command, log) != 0:
+        if engine.buildx_build(args, log, current) != 0:
             print(progress.tail(log), file=sys.stderr, flush=True)
             raise GateError(f"docker buildx build failed: the failing step is above, the full log in {log}")
 

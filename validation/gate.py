@@ -14,19 +14,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
 
-from validation import build, cases, compare, contract, model_check, profiles, progress, run, verdict
+from validation import build, cases, compare, contract, engine, model_check, profiles, progress, run, verdict
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
@@ -110,18 +111,18 @@ class GateSession:
     def own_containers(self) -> str:
         return f"org.armgate.gate-run={self.run_id}"
 
-    def start_inspection_container(self) -> str:
+    @contextmanager
+    def inspection_container(self) -> Iterator[str]:
         """A sleeping container of the image for testinfra's docker:// backend, started as the platform
-        the image says it is, so that a foreign image is inspected (and fails the checks) as what it is."""
-        config, name = self.config, f"{run.CONTAINER_PREFIX}{self.run_id}-inspect"
+        the image says it is, so that a foreign image is inspected (and fails the checks) as what it is.
+        Removed when the block ends; it carries the gate's labels, so `stop` removes it after an interrupt."""
+        name = f"{run.CONTAINER_PREFIX}{self.run_id}-inspect"
         platform = f"{self.image_facts.get('Os')}/{self.image_facts.get('Architecture')}"
-        command = ["docker", "run", "--detach", "--name", name, "--network", "none"]
-        command += [arg for key, value in self.labels.items() for arg in ("--label", f"{key}={value}")]
-        command += ["--platform", platform, "--entrypoint", "sleep", config.image, "infinity"]
-        started = subprocess.run(command, capture_output=True, text=True, check=False)
-        if started.returncode != 0:
-            raise GateError(f"cannot start image {self.config.image}: {run.docker_error(started.stderr)}")
-        return name
+        options = ["--network", "none", *engine.label_args(self.labels)]
+        options += ["--platform", platform, "--entrypoint", "sleep"]
+        command = engine.run_argv(name, options, self.config.image, ["infinity"])
+        with engine.container(command, f"cannot start image {self.config.image}"):
+            yield name
 
     def _run(self, name: str, where: str) -> run.RunResult:
         steps = self._progress[where]

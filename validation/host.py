@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from validation import engine
 from validation.errors import GateError
 
 BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
@@ -59,7 +60,7 @@ def _quiet(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess[s
 
 
 def check_engine() -> Check:
-    result = _quiet(["docker", "version", "--format", "{{.Server.Version}}"])
+    result = engine.probe("version", "--format", "{{.Server.Version}}")
     if result is None:
         return Check("docker engine", False, "no docker client on PATH")
     if result.returncode != 0:
@@ -68,7 +69,7 @@ def check_engine() -> Check:
 
 
 def check_buildx() -> Check:
-    result = _quiet(["docker", "buildx", "version"])
+    result = engine.probe("buildx", "version")
     ok = result is not None and result.returncode == 0
     return Check("buildx", ok, result.stdout.strip() if ok and result else "docker buildx not found")
 

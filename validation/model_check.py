@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import time
 import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from validation import lock, run
+from validation import engine, lock, run
 from validation.contract import AppContract
 from validation.errors import GateError
 
@@ -94,15 +93,15 @@ def _probe_command(
     The file itself is mounted where the app contract says (whatever its name), readable by the
     image's user; the input is one of the app's model windows (`[model] input_shape`)."""
     probe = PROBE.replace("SHAPE", repr(app.model_input_shape)).replace("MODEL_PATH", repr(app.mounts.model))
-    return [
-        "docker", "run", "--detach", "--name", name, "--platform", platform,
+    options = [
+        "--platform", platform,
         "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", "1", *run.HARDENED_FLAGS,
         # An init as PID 1: torch aborting as PID 1 under QEMU never exits (PID 1 ignores the
         # SIGABRT qemu raises on itself); no core dump of a multi-GB emulated process either.
-        "--init", "--ulimit", "core=0",
-        *(arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")),
-        "-v", f"{model.resolve()}:{app.mounts.model}:ro", "--entrypoint", "python3", image, "-c", probe,
+        "--init", "--ulimit", "core=0", *engine.label_args(labels),
+        "-v", f"{model.resolve()}:{app.mounts.model}:ro", "--entrypoint", "python3",
     ]  # fmt: skip
+    return engine.run_argv(name, options, image, ["-c", probe])
 
 
 def check_model(
@@ -116,20 +115,10 @@ def check_model(
     facts = archive_facts(model)
     name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
-    try:
-        created = subprocess.run(
-            _probe_command(image, name, model, app, platform, labels or {}),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if created.returncode != 0:
-            raise GateError(f"model check: docker run of {image} failed: {run.docker_error(created.stderr)}")
-        exit_code, _ = run._wait(name, created.stdout.strip(), TIMEOUT_S)
-        logs = run._docker("logs", name)
-        output = logs.stdout + logs.stderr
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+    command = _probe_command(image, name, model, app, platform, labels or {})
+    with engine.container(command, f"model check: docker run of {image} failed") as container_id:
+        exit_code, _ = engine.wait(name, container_id, TIMEOUT_S)
+        output = engine.logs(name)
     seconds = time.monotonic() - started
     return _verdict(model, facts, output, exit_code, seconds, app.model_input_shape)
 
@@ -171,11 +160,8 @@ def _verdict(
 
 def _image_identity(image: str) -> tuple[str, str]:
     """(image id, os/architecture), or a GateError naming the image when the engine lacks it."""
-    found = run._docker("image", "inspect", "--format", "{{.Id}} {{.Os}}/{{.Architecture}}", image)
-    if found.returncode != 0:
-        raise GateError(f"model check: image {image} not found: {run.docker_error(found.stderr)}")
-    image_id, platform = found.stdout.split()
-    return image_id, platform
+    facts = engine.require_image(image, f"model check: image {image} not found")
+    return facts.id, facts.platform
 
 
 def _read_memo(memo: Path) -> ModelCheck | None:

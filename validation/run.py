@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from validation import engine
 from validation.contract import AppContract, Mounts
 from validation.errors import GateError
 
@@ -81,77 +82,15 @@ def docker_run_command(
     """The app contract's `docker run` (input and model read-only) plus the gate's limits (a pure
     function: unit-tested). The model file itself is mounted where the contract puts it, whatever
     its name; an init runs as PID 1, so an app that aborts under QEMU exits instead of hanging."""
-    command = ["docker", "run", "--detach", "--name", name, "--platform", platform, "--shm-size=1G"]
-    command += ["--init"]
-    for key, value in (labels or {}).items():
-        command += ["--label", f"{key}={value}"]
-    command += ["--memory", memory, "--memory-swap", memory]
-    if hardened:
-        command += HARDENED_FLAGS
-    else:
-        command += ["--network", "none"]
-    command += [
+    options = ["--platform", platform, "--shm-size=1G", "--init", *engine.label_args(labels or {})]
+    options += ["--memory", memory, "--memory-swap", memory]
+    options += HARDENED_FLAGS if hardened else ("--network", "none")
+    options += [
         "-v", f"{input_dir.resolve()}:{mounts.input}:ro",
         "-v", f"{model.resolve()}:{mounts.model}:ro",
         "-v", f"{output_dir.resolve()}:{mounts.output}",
-        image,
     ]  # fmt: skip
-    return command
-
-
-def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def docker_error(stderr: str) -> str:
-    """The line of a docker CLI error that says what went wrong (its last line is only a --help hint)."""
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith("Run 'docker")]
-    errors = [line for line in useful if "Error" in line or line.startswith("docker:")]
-    return (errors or useful or ["no message"])[-1]
-
-
-def _peak_memory(container_id: str) -> int | None:
-    """Peak memory from the container's cgroup (v2 memory.peak or v1 max_usage), read before removal."""
-    candidates = [
-        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.peak"),
-        Path(f"/sys/fs/cgroup/docker/{container_id}/memory.peak"),
-        Path(f"/sys/fs/cgroup/memory/docker/{container_id}/memory.max_usage_in_bytes"),
-    ]
-    for path in candidates:
-        try:
-            return int(path.read_text().strip())
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _wait(
-    name: str,
-    container_id: str,
-    timeout_s: float,
-    cancel: threading.Event | None = None,
-    on_memory: Callable[[int], None] | None = None,
-) -> tuple[int | None, int | None]:
-    """(exit code or None on timeout or cancel, peak memory). The cgroup goes with the container, so
-    it is read while `docker wait` runs; `on_memory` hears each reading (the gate's progress line)."""
-    waiter = subprocess.Popen(["docker", "wait", name], stdout=subprocess.PIPE, text=True)
-    deadline, peak = time.monotonic() + timeout_s, None
-    cancel = cancel or threading.Event()
-    try:
-        while waiter.poll() is None and time.monotonic() < deadline and not cancel.is_set():
-            peak = max(filter(None, (peak, _peak_memory(container_id))), default=None)
-            if peak is not None and on_memory is not None:
-                on_memory(peak)
-            time.sleep(0.5)
-        if waiter.poll() is None:
-            return None, peak
-        output = waiter.communicate()[0].strip()
-        return (int(output) if waiter.returncode == 0 and output.isdigit() else None), peak
-    finally:
-        if waiter.poll() is None:
-            waiter.kill()
-            waiter.wait()
+    return engine.run_argv(name, options, image)
 
 
 def writable_output_dir(parent: Path, name: str) -> Path:
@@ -183,7 +122,8 @@ def run_container(
     name = name or f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
     if cancel is not None and cancel.is_set():
         return RunResult("container", output_dir, None, 0.0, cancelled=True)
-    found = _docker("image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image).stdout.strip()
+    facts = engine.inspect_image(image, timeout=engine.QUERY_TIMEOUT_S)
+    found = facts.platform if facts else ""
     if found and found != platform:
         # docker would try to pull the right platform from a registry and fail with an unrelated message
         raise GateError(
@@ -196,27 +136,19 @@ def run_container(
     )
     started = time.monotonic()
     result = RunResult("container", output_dir, None, 0.0, command=command)
-    try:
-        created = subprocess.run(command, capture_output=True, text=True, check=False)
-        if created.returncode != 0:
-            raise GateError(
-                f"docker run of {image} failed: {docker_error(created.stderr)}; "
-                f"check that `docker image inspect {image}` finds it"
-            )
-        container_id = created.stdout.strip()
-        result.exit_code, result.peak_memory_bytes = _wait(name, container_id, timeout_s, cancel, on_memory)
+    failure, hint = f"docker run of {image} failed", f"; check that `docker image inspect {image}` finds it"
+    with engine.container(command, failure, hint) as container_id:
+        result.exit_code, result.peak_memory_bytes = engine.wait(
+            name, container_id, timeout_s, cancel, on_memory
+        )
         # a run ended by the gate's interrupt (from here or by removal from outside) is not the app's fault
         result.cancelled = cancel is not None and cancel.is_set() and result.exit_code != 0
         result.timed_out = result.exit_code is None and not result.cancelled
         result.seconds = time.monotonic() - started
         if result.exit_code is None:
-            _docker("kill", name)
-        state = _docker("inspect", "--format", "{{.State.OOMKilled}}", name)
-        result.oom_killed = state.stdout.strip() == "true"
-        logs = _docker("logs", name)
-        result.logs = logs.stdout + logs.stderr
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+            engine.kill(name)
+        result.oom_killed = engine.oom_killed(name)
+        result.logs = engine.logs(name)
     return result
 
 
@@ -237,30 +169,16 @@ def run_host(app: AppContract, input_dir: Path, model: Path, output_dir: Path, t
 def leftover_containers(label: str | None = None) -> list[str]:
     """Names of gate containers still present (there should never be any); with `label` ("key=value"),
     only those of one gate run, so that other gates on the same engine do not count."""
-    where = ["--filter", f"label={label}"] if label else ["--filter", f"name={CONTAINER_PREFIX}"]
-    listed = _docker("ps", "--all", *where, "--format", "{{.Names}}")
-    return [line for line in listed.stdout.splitlines() if line]
+    return engine.containers(label) if label else engine.containers(name_prefix=CONTAINER_PREFIX)
 
 
 def remove_containers(label: str) -> None:
     """Force-remove every container carrying `label` ("key=value"): ends their runs."""
-    names = leftover_containers(label)
-    if names:
-        _docker("rm", "--force", *names)
+    engine.remove_containers(label)
 
 
 @contextmanager
-def holding(image: str, platform: str, labels: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A created, never started container of `image` for as long as the caller relies on the image:
-    the engine refuses to remove an image a container uses, so a build that prunes older revision
-    tags beside a running gate (or test session) cannot delete its image."""
-    name = f"{CONTAINER_PREFIX}hold-{uuid.uuid4().hex[:12]}"
-    command = ["docker", "create", "--name", name, "--platform", platform, "--network", "none"]
-    command += [arg for key, value in (labels or {}).items() for arg in ("--label", f"{key}={value}")]
-    created = subprocess.run([*command, image], capture_output=True, text=True, check=False)
-    if created.returncode != 0:
-        raise GateError(f"image {image} cannot be used: {docker_error(created.stderr)}")
-    try:
+def holding(image: str, platform: str, labels: Mapping[str, str]) -> Iterator[str]:
+    """Keep `image` from being deleted while the caller uses it (a gate run, a test session)."""
+    with engine.holding(image, platform, f"{CONTAINER_PREFIX}hold-{uuid.uuid4().hex[:12]}", labels) as name:
         yield name
-    finally:
-        _docker("rm", "--force", name)

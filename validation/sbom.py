@@ -12,8 +12,6 @@ import json
 import os
 import re
 import stat
-import subprocess
-import tarfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot5
 from packageurl import PackageURL
 
-from validation import lock
+from validation import engine, lock
 from validation.errors import GateError
 
 IMAGE_ID_PROPERTY = "armgate:image-id"
@@ -43,12 +41,10 @@ PACKAGE_FOLDERS = ("/site-packages", "/dist-packages")
 def layer_dirs(image: str) -> list[Path] | None:
     """The image's overlay2 layer folders, top layer first, when this host can read them (a local
     engine, run as root); None otherwise (then the image is exported instead)."""
-    result = subprocess.run(
-        ["docker", "image", "inspect", image], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
+    facts = engine.inspect_image(image)
+    if facts is None:
         return None
-    driver = json.loads(result.stdout)[0].get("GraphDriver") or {}
+    driver = facts.graph_driver
     if driver.get("Name") != "overlay2":
         return None
     data = driver.get("Data") or {}
@@ -94,30 +90,11 @@ def image_members(image: str, platform: str, wanted: re.Pattern[str]) -> Iterato
     if dirs is not None:
         yield from layer_members(dirs, wanted)
         return
-    name = f"armgate-sbom-{uuid.uuid4().hex[:12]}"
-    created = subprocess.run(
-        ["docker", "create", "--name", name, "--platform", platform, "--network", "none", image],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if created.returncode != 0:
-        raise GateError(
-            f"cannot read the files of {image}: {(created.stderr.strip().splitlines() or ['?'])[-1]}"
-        )
-    try:
-        export = subprocess.Popen(["docker", "export", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert export.stdout is not None
-        with tarfile.open(fileobj=export.stdout, mode="r|") as archive:
-            for member in archive:
-                if member.isfile() and wanted.search(member.name):
-                    handle = archive.extractfile(member)
-                    yield member.name.removeprefix("./"), handle.read() if handle else b""
-        _, error = export.communicate()
-        if export.returncode != 0:
-            raise GateError(f"docker export of {image} failed: {error.decode().strip()[-300:]}")
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=False)
+    with engine.exported(image, platform, f"armgate-sbom-{uuid.uuid4().hex[:12]}") as archive:
+        for member in archive:
+            if member.isfile() and wanted.search(member.name):
+                handle = archive.extractfile(member)
+                yield member.name.removeprefix("./"), handle.read() if handle else b""
 
 
 def parse_metadata(content: bytes) -> tuple[str, str] | None:

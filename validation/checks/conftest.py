@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import testinfra
 
@@ -14,6 +16,8 @@ def gate(pytestconfig: pytest.Config) -> GateSession:
 
 
 @pytest.fixture(scope="session")
-def image_host(gate: GateSession) -> testinfra.host.Host:
-    """A sleeping container of the image, reached through testinfra's docker:// backend."""
-    return testinfra.get_host(f"docker://{gate.start_inspection_container()}")
+def image_host(gate: GateSession) -> Iterator[testinfra.host.Host]:
+    """A sleeping container of the image, reached through testinfra's docker:// backend; removed
+    when the checks end."""
+    with gate.inspection_container() as name:
+        yield testinfra.get_host(f"docker://{name}")

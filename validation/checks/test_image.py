@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import subprocess
 
 from packaging.utils import canonicalize_name
 
-from validation import lock
+from validation import engine, lock
 
 # Lists every ELF file whose machine is not AArch64 (183) under the Python environment, the base
 # interpreter and its standard library, and the app; a symlink is followed to its target, wherever
@@ -169,10 +168,7 @@ def test_no_build_leftovers_or_credentials(gate, image_host) -> None:
     assert not leftovers, f"left in the image: {leftovers[:10]}"
     env = " ".join(_config(gate).get("Env") or []).lower()
     assert not [word for word in SECRET_WORDS if word in env], f"image environment mentions secrets: {env}"
-    history = subprocess.run(
-        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", gate.config.image],
-        capture_output=True, text=True, check=True,
-    ).stdout.lower()  # fmt: skip
+    history = "\n".join(engine.history(gate.config.image)).lower()
     found = [word for word in SECRET_WORDS if word in history]
     assert not found, f"the image's build history mentions {found}: a build arg or step leaked a setting"
 
