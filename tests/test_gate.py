@@ -172,6 +172,8 @@ def test_gate_fails_when_pins_differ(built_image: BuildRecord, tmp_path: Path) -
     failed = failed_checks(reports)
     assert list(failed) == ["test_pin[torch]"], failed
     assert "torch 2.10.0 is installed" in failed["test_pin[torch]"] and "==2.9.1" in failed["test_pin[torch]"]
+    pins = json.loads((reports / "metrics.json").read_text())["image"]["pins"]  # the report's pin table
+    assert {"name": "torch", "expected": "==2.9.1", "found": "2.10.0", "passed": False} in pins, pins
 
 
 def _gate_process(image: str, tmp_path: Path, name: str) -> subprocess.Popen[str]:

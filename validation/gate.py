@@ -32,6 +32,7 @@ from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
 CHECKS_DIR = Path(__file__).with_name("checks")
+PIN_PROPERTY = "armgate.pin"  # test_pin's record of expected and found versions (record_property)
 
 
 @dataclass
@@ -73,13 +74,12 @@ class GateSession:
     deselected: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)  # workers start and wait no more
     interrupted: bool = False  # Ctrl-C or SIGTERM reached the gate: no verdict, whatever ran
-    pins: list[dict[str, Any]] = field(default_factory=list)
+    pins: list[dict[str, Any]] = field(default_factory=list)  # what test_pin recorded, for the report
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
     _comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
     _image_facts: dict[str, Any] | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
-    cache: dict[str, Any] = field(default_factory=dict)  # for checks that share one slow query
     _progress: dict[str, progress.Step] = field(default_factory=dict)  # "container"/"host" runs
     out: TextIO = field(default_factory=lambda: sys.stdout)  # the terminal, from before pytest captures
 
@@ -371,6 +371,7 @@ class GatePlugin:
             "reason": reason.strip(),
         }
         self.session.checks.append(record | {"status": verdict.check_status(record)})
+        self.session.pins += [value for key, value in report.user_properties if key == PIN_PROPERTY]
         self.checks.advance(detail=record["name"])
 
 

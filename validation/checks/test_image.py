@@ -6,9 +6,11 @@ import hashlib
 import json
 import shlex
 
+import pytest
 from packaging.utils import canonicalize_name
 
 from validation import engine, lock
+from validation.gate import PIN_PROPERTY
 
 # Lists every ELF file whose machine is not AArch64 (183) under the Python environment, the base
 # interpreter and its standard library, and the app; a symlink is followed to its target, wherever
@@ -96,20 +98,19 @@ def test_python_version(gate, image_host) -> None:
     )
 
 
-def _installed(gate, image_host) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def installed(image_host) -> dict[str, str]:
     """Installed distributions, asked once per gate run (pip is slow under emulation)."""
-    if "installed" not in gate.cache:
-        listed = json.loads(image_host.check_output("python3 -m pip list --format=json"))
-        gate.cache["installed"] = {canonicalize_name(item["name"]): item["version"] for item in listed}
-    return gate.cache["installed"]
+    listed = json.loads(image_host.check_output("python3 -m pip list --format=json"))
+    return {canonicalize_name(item["name"]): item["version"] for item in listed}
 
 
-def test_pin(gate, image_host, pin: str) -> None:
+def test_pin(gate, installed, record_property, pin: str) -> None:
     spec = gate.config.profile.pins[pin]
-    found = _installed(gate, image_host).get(canonicalize_name(pin))
-    gate.pins.append(
-        {"name": pin, "expected": str(spec), "found": found, "passed": found in spec if found else False}
-    )
+    found = installed.get(canonicalize_name(pin))
+    # the report's pin table comes from this record (the gate collects it), not from the check's state
+    record_property(PIN_PROPERTY, {"name": pin, "expected": str(spec), "found": found,
+                                   "passed": found in spec if found else False})  # fmt: skip
     assert found is not None, f"{pin} is not installed; the profile pins {spec}"
     assert found in spec, f"{pin} {found} is installed; the profile {gate.config.profile.name} pins {spec}"
 
