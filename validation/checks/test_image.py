@@ -105,12 +105,12 @@ def installed(image_host) -> dict[str, str]:
     return {canonicalize_name(item["name"]): item["version"] for item in listed}
 
 
-def test_pin(gate, installed, record_property, pin: str) -> None:
+def test_pin(gate, installed, request: pytest.FixtureRequest, pin: str) -> None:
     spec = gate.config.profile.pins[pin]
     found = installed.get(canonicalize_name(pin))
     # the report's pin table comes from this record (the gate collects it), not from the check's state
-    record_property(PIN_PROPERTY, {"name": pin, "expected": str(spec), "found": found,
-                                   "passed": found in spec if found else False})  # fmt: skip
+    record = {"name": pin, "expected": str(spec), "found": found, "passed": found in spec if found else False}
+    request.node.user_properties.append((PIN_PROPERTY, record))
     assert found is not None, f"{pin} is not installed; the profile pins {spec}"
     assert found in spec, f"{pin} {found} is installed; the profile {gate.config.profile.name} pins {spec}"
 
