@@ -25,10 +25,14 @@ LEFT_OUT = Scope(["--no-host"], ["test_host_run[standard]"])
         ([PASSED, FAILED, NOT_EVALUATED], LEFT_OUT, 1, False, "fail"),
         ([], Scope(), 5, False, "fail"),  # nothing ran
         ([PASSED], Scope(), 3, False, "fail"),  # the runner broke down: no verdict from its checks
+        ([PASSED], Scope(), 2, False, "fail"),  # pytest's INTERRUPTED without a signal: a check module broke
         ([PASSED], Scope(), 2, True, "interrupted"),
         ([PASSED], Scope(), 0, True, "interrupted"),  # an interrupt is never a pass, whatever pytest said
     ],
-    ids=["all", "deselected", "not-evaluated", "failed", "empty", "internal-error", "ctrl-c", "late-ctrl-c"],
+    ids=[
+        "all", "deselected", "not-evaluated", "failed", "empty", "internal-error", "collection-error",
+        "ctrl-c", "late-ctrl-c",
+    ],
 )
 def test_decide(checks, scope: Scope, pytest_exit: int, interrupted: bool, expected: str) -> None:
     outcome = verdict.decide(checks, scope, pytest_exit, interrupted)

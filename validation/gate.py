@@ -472,7 +472,9 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
         session.stop()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    interrupted = exit_code == pytest.ExitCode.INTERRUPTED or session.interrupted
+    # only a signal is an interrupt: pytest also says INTERRUPTED when a check module fails to import,
+    # which is the gate failing (decide: FAIL on any other runner exit than 0 or 1)
+    interrupted = session.interrupted
     scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)))
     outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
     metrics = session.metrics(started, time.monotonic() - clock, outcome, scope)
