@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 import testinfra
 
-from validation.gate import GATE_SESSION, GateSession
+from validation.gate import GateSession
+from validation.plugin import GATE_SESSION
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from validation import engine, lock
-from validation.gate import PIN_PROPERTY
+from validation.plugin import PIN_PROPERTY
 
 # Lists every ELF file whose machine is not AArch64 (183) under the Python environment, the base
 # interpreter and its standard library, and the app; a symlink is followed to its target, wherever

@@ -1,0 +1,92 @@
+"""The gate's pytest plugin: hands the gate session to the checks, parametrizes them by case and
+pin, orders and deselects them, starts the runs they need, and records each check's outcome."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from validation import progress, verdict
+
+if TYPE_CHECKING:
+    from validation.gate import GateSession
+
+PIN_PROPERTY = "armgate.pin"  # test_pin's record of expected and found versions (a user property)
+GATE_SESSION = pytest.StashKey["GateSession"]()
+
+
+class GatePlugin:
+    """Registered with pytest.main: the session (for the `gate` fixture) and parametrization."""
+
+    def __init__(self, session: GateSession, checks: progress.Step) -> None:
+        self.session = session
+        self.checks = checks  # "k/n checks" on a terminal; one line with the time elsewhere
+        self.case_of: dict[str, str | None] = {}
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.stash[GATE_SESSION] = self.session
+        config.addinivalue_line(
+            "markers", "host_run: needs the app's run on the host (--no-host leaves it out)"
+        )
+        config.addinivalue_line("markers", "seg_output: checks the DICOM SEG (only apps that write one)")
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        config = self.session.config
+        if "case" in metafunc.fixturenames:
+            metafunc.parametrize("case", [case.name for case in config.cases])
+        if "pin" in metafunc.fixturenames:
+            metafunc.parametrize("pin", sorted(config.profile.pins))
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """--no-host leaves out the checks marked host_run, by marker, never by a name's substring.
+        Checks of an output the app does not write (marked seg_output) do not apply: not collected."""
+        if self.session.config.app.seg is None:
+            items[:] = [item for item in items if not item.get_closest_marker("seg_output")]
+        if self.session.config.no_host:
+            left_out = [item for item in items if item.get_closest_marker("host_run")]
+            if left_out:
+                config.hook.pytest_deselected(items=left_out)
+                items[:] = [item for item in items if not item.get_closest_marker("host_run")]
+        self.case_of = {item.nodeid: getattr(item, "callspec", None) and item.callspec.params.get("case")
+                        for item in items}  # fmt: skip
+        # The image checks first: they run while the case runs go on in the background, instead of
+        # after the main thread has waited for the first case.
+        items.sort(key=lambda item: self.case_of[item.nodeid] is not None)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        """Every check left out (by -k or --no-host) is named in the verdict's scope."""
+        self.session.deselected.extend(item.nodeid.split("::")[-1] for item in items)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Start every run the selected checks need before the first check asks for one."""
+        self.checks.grow(len(session.items))
+        keys = []
+        for item in session.items:
+            case = self.case_of.get(item.nodeid)
+            if case:
+                keys.append((case, "container"))
+                if item.get_closest_marker("host_run"):
+                    keys.append((case, "host"))
+        self.session.start_runs(sorted(set(keys), key=lambda key: (key[1] == "host", key[0])))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """One record per check: its call, or the setup phase that failed or skipped it."""
+        if report.when != "call" and report.outcome == "passed":
+            return
+        reason = ""
+        if isinstance(report.longrepr, tuple):  # a skip: (file, line, "Skipped: why")
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+        elif report.outcome != "passed":
+            crash = getattr(report.longrepr, "reprcrash", None)
+            reason = crash.message if crash is not None else str(report.longrepr)[-500:]
+        record = {
+            "name": report.nodeid.split("::")[-1],
+            "group": self.case_of.get(report.nodeid) or "image",
+            "passed": report.outcome == "passed",
+            "skipped": report.outcome == "skipped",
+            "reason": reason.strip(),
+        }
+        self.session.checks.append(record | {"status": verdict.check_status(record)})
+        self.session.pins += [value for key, value in report.user_properties if key == PIN_PROPERTY]
+        self.checks.advance(detail=record["name"])
