@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from bench.figures import Figure, Target, median
-from validation import compare
+from validation import compare, metrics
 
 SHAPE = (512, 512, 300)
 SPACING_MM = (0.78, 0.78, 1.5)
@@ -166,7 +166,7 @@ def max_differences(report: compare.LabelReport, theirs: dict[str, np.ndarray]) 
     differences: dict[str, float] = {}
     for metric, values in theirs.items():
         rows = [m for m in report.per_label if metric == "dice" or m.label in both]
-        ours = np.array([getattr(m, compare.METRIC_FIELDS[metric]) for m in rows], dtype=np.float64)
+        ours = np.array([getattr(m, metrics.BY_NAME[metric].field) for m in rows], dtype=np.float64)
         reference = values[[m.label - 1 for m in rows]]
         absolute = np.abs(ours - reference)
         if metric == "hd95":

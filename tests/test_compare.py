@@ -16,6 +16,7 @@ from scipy import ndimage
 from validation import compare
 from validation.__main__ import main as armgate_main
 from validation.errors import GateError
+from validation.metrics import FAMILIES, METRICS, TOLERANCE_KEYS, Metric
 
 NAMES = {1: "liver", 2: "spleen", 3: "kidney"}
 
@@ -325,7 +326,21 @@ def test_cli_prints_a_table_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFi
     names.write_text(json.dumps({"1": "liver"}))
     assert armgate_main(["compare", str(output), str(reference), "--names", str(names)]) == 0
     table = capsys.readouterr().out
-    assert "liver" in table and "dice" in table and "hd95_mm" in table
+    assert "liver" in table and all(metric.title in table for metric in METRICS)
+
+
+@pytest.mark.parametrize("metric", METRICS, ids=lambda metric: metric.name)
+def test_every_declared_metric_has_a_limit_flag_that_gates(
+    metric: Metric, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One declaration: each metric's limit is a tolerance key and a compare flag, and a limit no mask
+    can meet fails that metric's check (exit 1), named."""
+    reference = write_mask(tmp_path / "ref.nii.gz", cube())
+    output = write_mask(tmp_path / "out.nii.gz", np.roll(cube(), 1, axis=2))
+    unreachable = 1.01 if metric.at_least else -1.0
+    assert metric.limit in TOLERANCE_KEYS and metric.name in FAMILIES
+    assert armgate_main(["compare", str(output), str(reference), metric.flag, str(unreachable)]) == 1
+    assert f"FAIL {metric.name}[1]: {metric.name} " in capsys.readouterr().out
 
 
 def test_cli_json_and_dice_min_gate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from validation.compare import TOLERANCE_KEYS
 from validation.contract import AppContract
 from validation.errors import GateError
+from validation.metrics import TOLERANCE_KEYS
 from validation.profiles import reject_unknown_keys
 
 DEFAULTS_TOML = Path(__file__).with_name("tolerances.toml")

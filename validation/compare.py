@@ -39,21 +39,11 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from validation.errors import GateError
+from validation.metrics import METRICS, TOLERANCE_KEYS, Metric
 
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 DEFAULT_AFFINE_ATOL_MM = 1e-3
 HAUSDORFF_PERCENTILE = 95.0
-# tolerance key -> meaning; evaluate() rejects any other key so a typo cannot disable a check
-TOLERANCE_KEYS = {
-    "dice_min": "lowest acceptable Dice per label",
-    "hd95_max_mm": "largest acceptable 95th-percentile Hausdorff distance per label, mm",
-    "nsd_min": "lowest acceptable normalised surface distance per label",
-    "nsd_tolerance_mm": "distance within which a surface voxel counts as matched for NSD, mm",
-    "volume_diff_max_pct": "largest acceptable |volume difference| per label, % of the reference",
-    "affine_atol_mm": "largest acceptable difference between the two affines, mm",
-}
-# metric short name -> LabelMetrics field, shared by the check names and the benchmark
-METRIC_FIELDS = {"dice": "dice", "hd95": "hd95_mm", "nsd": "nsd"}
 
 
 def _json_number(value: float | None) -> float | None:
@@ -593,29 +583,18 @@ def _labels_outcome(result: ComparisonResult) -> CheckOutcome:
     return CheckOutcome("labels", not problems, count, 0, reason)
 
 
-# check prefix -> (tolerance key, LabelMetrics attribute, whether the value must stay at least the limit)
-_METRIC_CHECKS = (
-    ("dice", "dice_min", "dice", True),
-    ("hd95", "hd95_max_mm", "hd95_mm", False),
-    ("nsd", "nsd_min", "nsd", True),
-    ("volume", "volume_diff_max_pct", "volume_diff_pct", False),
-)
-
-
-def _metric_outcome(
-    prefix: str, metrics: LabelMetrics, attribute: str, at_least: bool, limit: float
-) -> CheckOutcome:
-    value = getattr(metrics, attribute)
-    measured = abs(value) if prefix == "volume" else value
-    passed = measured >= limit if at_least else measured <= limit
+def _metric_outcome(metric: Metric, metrics: LabelMetrics, limit: float) -> CheckOutcome:
+    value = getattr(metrics, metric.field)
+    passed = metric.holds(value, limit)
     if metrics.output_voxels == 0 or metrics.reference_voxels == 0:
         where = "output" if metrics.output_voxels == 0 else "reference"
         reason = f"label {metrics.name} is absent from the {where}"
     else:
-        bound = "minimum" if at_least else "maximum"
-        verdict = "within" if passed else ("below" if at_least else "above")
-        reason = f"{prefix} {measured:.4g} {verdict} the {bound} {limit:g}"
-    return CheckOutcome(f"{prefix}[{metrics.name}]", bool(passed), value, limit, reason)
+        measured = abs(value) if metric.absolute else value
+        bound = "minimum" if metric.at_least else "maximum"
+        verdict = "within" if passed else ("below" if metric.at_least else "above")
+        reason = f"{metric.name} {measured:.4g} {verdict} the {bound} {limit:g}"
+    return CheckOutcome(f"{metric.name}[{metrics.name}]", bool(passed), value, limit, reason)
 
 
 def evaluate(result: ComparisonResult, tolerances: Mapping[str, float]) -> list[CheckOutcome]:
@@ -644,27 +623,17 @@ def evaluate(result: ComparisonResult, tolerances: Mapping[str, float]) -> list[
         ),
         _labels_outcome(result),
     ]
-    active = [
-        (prefix, key, attribute, at_least)
-        for prefix, key, attribute, at_least in _METRIC_CHECKS
-        if key in tolerances
-    ]
+    active = [metric for metric in METRICS if metric.limit in tolerances]
     if result.report is None:
         labels = result.expected_labels if result.expected_labels is not None else sorted(result.names)
         for label in (label for label in labels if label != 0):
-            for prefix, key, _, _ in active:
-                name = f"{prefix}[{label_name(label, result.names)}]"
-                outcomes.append(
-                    CheckOutcome(
-                        name, False, None, tolerances[key], "not computed: the geometry check failed"
-                    )
-                )
+            for metric in active:
+                name = f"{metric.name}[{label_name(label, result.names)}]"
+                reason = "not computed: the geometry check failed"
+                outcomes.append(CheckOutcome(name, False, None, tolerances[metric.limit], reason))
         return outcomes
     for metrics in result.per_label:
-        outcomes.extend(
-            _metric_outcome(prefix, metrics, attribute, at_least, tolerances[key])
-            for prefix, key, attribute, at_least in active
-        )
+        outcomes.extend(_metric_outcome(metric, metrics, tolerances[metric.limit]) for metric in active)
     return outcomes
 
 
@@ -707,20 +676,24 @@ def format_table(result: ComparisonResult) -> str:
     report = result.report
     assert report is not None
     spacing = "x".join(f"{s:.3g}" for s in report.spacing_mm)
+    titles = [metric.title for metric in METRICS]
+    titles[-1:-1] = ["out ml", "ref ml"]
+    columns = {title: max(len(title), 8) for title in titles}
     lines = [
         f"output:    {result.output_path}",
         f"reference: {result.reference_path}",
         f"geometry:  {result.geometry.reason} (spacing {spacing} mm)",
         f"labels:    {_labels_outcome(result).reason}",
         "",
-        f"{'label':>5}  {'name':<20} {'dice':>7} {'hd95_mm':>8} {f'nsd@{result.nsd_tolerance_mm:g}mm':>9}"
-        f" {'out_ml':>9} {'ref_ml':>9} {'diff_%':>8}",
+        f"{'label':>5}  {'name':<20}"
+        + "".join(f" {title:>{width}}" for title, width in columns.items())
+        + f"  (NSD within {result.nsd_tolerance_mm:g} mm)",
     ]
     for m in result.per_label:
-        lines.append(
-            f"{m.label:>5}  {m.name[:20]:<20} {m.dice:>7.4f} {m.hd95_mm:>8.3f} {m.nsd:>9.4f}"
-            f" {m.output_volume_ml:>9.2f} {m.reference_volume_ml:>9.2f} {m.volume_diff_pct:>+8.2f}"
-        )
+        values = [metric.number.format(getattr(m, metric.field)) for metric in METRICS]
+        values[-1:-1] = [f"{m.output_volume_ml:.2f}", f"{m.reference_volume_ml:.2f}"]  # beside their diff
+        cells = "".join(f" {value:>{width}}" for value, width in zip(values, columns.values(), strict=True))
+        lines.append(f"{m.label:>5}  {m.name[:20]:<20}{cells}")
     if not result.per_label:
         lines.append("  (no labels in either mask)")
     return "\n".join(lines)
@@ -752,10 +725,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM, metavar="MM")
     parser.add_argument("--affine-atol", type=float, default=DEFAULT_AFFINE_ATOL_MM, metavar="MM")
     limits = parser.add_argument_group("limits (any given makes the exit code gate: 1 when violated)")
-    limits.add_argument("--dice-min", type=float)
-    limits.add_argument("--hd95-max", type=float, metavar="MM")
-    limits.add_argument("--nsd-min", type=float)
-    limits.add_argument("--volume-diff-max", type=float, metavar="PCT")
+    for metric in METRICS:
+        meaning = metric.meaning.replace("%", "%%")  # argparse formats help strings with %
+        limits.add_argument(metric.flag, type=float, dest=metric.limit, metavar="LIMIT", help=meaning)
     args = parser.parse_args(argv)
 
     names = load_names(args.names) if args.names else None
@@ -769,16 +741,8 @@ def main(argv: list[str]) -> int:
     )
     if not result.geometry.matches:
         raise GateError(f"{result.output_path}: {result.geometry.reason} ({result.reference_path})")
-    given = {
-        key: value
-        for key, value in (
-            ("dice_min", args.dice_min),
-            ("hd95_max_mm", args.hd95_max),
-            ("nsd_min", args.nsd_min),
-            ("volume_diff_max_pct", args.volume_diff_max),
-        )
-        if value is not None
-    }
+    given = {metric.limit: getattr(args, metric.limit) for metric in METRICS}
+    given = {key: value for key, value in given.items() if value is not None}
     outcomes = evaluate(result, given) if given else []
     if given and not result.per_label:
         # limits with nothing to hold them against: a gate must not pass what it never measured

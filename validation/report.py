@@ -25,6 +25,8 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from validation.metrics import METRICS
+
 REPORT_FILE = "report.html"
 PANEL_PX = 360  # longer side of one overlay panel, px
 GRAY_LEVELS = 250  # palette entries for the CT; the contour colours follow
@@ -36,13 +38,6 @@ CONTOUR_COLOURS = {  # palette order matters: index GRAY_LEVELS + position
 # comparison key -> title; the first present with per-label metrics chooses the slice
 REFERENCE_TITLES = {"golden": "golden (host)", "ground_truth": "ground truth", "host": "host run"}
 OVERLAY_PANELS = 2  # at most this many references drawn per case
-# metric column -> (check-name prefix, per-label field, tolerance key, comparison, number format)
-METRIC_COLUMNS = (
-    ("Dice", "dice", "dice", "dice_min", "≥", "{:.4f}"),
-    ("HD95 mm", "hd95", "hd95_mm", "hd95_max_mm", "≤", "{:.2f}"),
-    ("NSD", "nsd", "nsd", "nsd_min", "≥", "{:.4f}"),
-    ("Volume diff %", "volume", "volume_diff_pct", "volume_diff_max_pct", "|x| ≤", "{:+.2f}"),
-)
 CONSOLE_LINES = 25
 CONSOLE_REASON_CHARS = 160
 DICOM_GEOMETRY_TAGS = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient",
@@ -413,13 +408,13 @@ def _metric_cells(
 ) -> list[dict[str, str]]:
     """One table row's metric cells, each marked by the gate's own check of that metric and label."""
     cells = []
-    for _, prefix, field, _, _, pattern in METRIC_COLUMNS:
-        outcome = outcomes.get(f"{prefix}[{entry.get('name', entry.get('label'))}]")
+    for metric in METRICS:
+        outcome = outcomes.get(f"{metric.name}[{entry.get('name', entry.get('label'))}]")
         state = "" if outcome is None else ("pass" if outcome.get("passed") else "fail")
-        value = entry.get(field)
-        if value is None and field in ("hd95_mm", "volume_diff_pct"):
+        value = entry.get(metric.field)
+        if value is None and not metric.at_least:
             value = math.inf  # compare.py writes inf as null: the label is missing from one mask
-        cells.append({"text": _number(value, pattern), "state": state})
+        cells.append({"text": _number(value, metric.number), "state": state})
     return cells
 
 
@@ -428,13 +423,15 @@ def _comparison_view(key: str, comparison: Mapping[str, Any]) -> dict[str, Any]:
     result = comparison.get("result") or {}
     outcomes = [o for o in comparison.get("outcomes") or [] if o]
     by_name = {o.get("name"): o for o in outcomes}
-    headers = [
-        f"{title} {sign} {_number(tolerances[key_])}" if key_ in tolerances else title
-        for title, _, _, key_, sign, _ in METRIC_COLUMNS
-    ]
     nsd_mm = result.get("nsd_tolerance_mm", tolerances.get("nsd_tolerance_mm"))
-    if nsd_mm is not None:
-        headers[2] += f" (@ {_number(nsd_mm)} mm)"
+    headers = []
+    for metric in METRICS:
+        header = metric.title
+        if metric.limit in tolerances:
+            header += f" {metric.sign} {_number(tolerances[metric.limit])}"
+        if metric.name == "nsd" and nsd_mm is not None:
+            header += f" (@ {_number(nsd_mm)} mm)"
+        headers.append(header)
     rows = [
         {
             "label": entry.get("label"),

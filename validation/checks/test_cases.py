@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from validation.metrics import FAMILIES
 from validation.verdict import NOT_EVALUATED
-
-FAMILIES = ("geometry", "labels", "dice", "hd95", "nsd", "volume")
 
 
 def _family_failures(gate, case: str, kind: str, family: str) -> tuple[list, list[str]]:
