@@ -352,13 +352,25 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
     """Exit 0 only for PASS; 1 for FAIL, 3 for PARTIAL (see verdict.EXIT_CODES), 130 when interrupted.
     The image is held by a container of this run throughout, so no build beside it can delete it."""
     build.require_engine()
-    if config.reports.exists():
-        shutil.rmtree(config.reports)
-    config.reports.mkdir(parents=True)
     session = GateSession(config)
-    facts = session.image_facts  # fail fast, with one line, when the image is missing
-    with run.holding(config.image, f"{facts.get('Os')}/{facts.get('Architecture')}", session.labels):
-        return _gate(session, scope, pytest_args)
+
+    def interrupt(signum: int, frame: object) -> None:
+        session.interrupted = True  # however pytest reports it, this run is over and is no verdict
+        raise KeyboardInterrupt
+
+    # From here on Ctrl-C and SIGTERM end the run through the cleanup, even in a process started with
+    # SIGINT ignored (a background job of a script): no holder or model-check container is left.
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if config.reports.exists():
+            shutil.rmtree(config.reports)
+        config.reports.mkdir(parents=True)
+        facts = session.image_facts  # fail fast, with one line, when the image is missing
+        with run.holding(config.image, f"{facts.get('Os')}/{facts.get('Architecture')}", session.labels):
+            return _gate(session, scope, pytest_args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) -> int:
@@ -375,12 +387,6 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
         f"--junitxml={config.reports / 'junit.xml'}", "-o", "junit_family=xunit2",
         f"--rootdir={CHECKS_DIR}", "-c", "/dev/null", *pytest_args,
     ]  # fmt: skip
-
-    def interrupt(signum: int, frame: object) -> None:
-        session.interrupted = True  # however pytest reports it, this run is over and is no verdict
-        raise KeyboardInterrupt
-
-    handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with progress.step("checks", total=0, unit="checks") as checks:
             exit_code = int(pytest.main(args, plugins=[GatePlugin(session, checks)]))
@@ -388,8 +394,8 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
         session.interrupted = True
         exit_code = int(pytest.ExitCode.INTERRUPTED)
     finally:
-        for sig in handlers:
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        # a second Ctrl-C must not cut the cleanup short
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         session.stop()
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
