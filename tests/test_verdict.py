@@ -27,8 +27,13 @@ LEFT_OUT = Scope(["--no-host"], ["test_host_run[standard]"])
         ([PASSED], Scope(), 3, False, "fail"),  # the runner broke down: no verdict from its checks
         ([PASSED], Scope(), 2, True, "interrupted"),
         ([PASSED], Scope(), 0, True, "interrupted"),  # an interrupt is never a pass, whatever pytest said
+        ([PASSED], Scope(["--shard 1/2"], [], "1/2"), 0, False, "partial"),  # one shard: never PASS
+        ([FAILED], Scope(["--shard 1/2"], [], "1/2"), 1, False, "fail"),
     ],
-    ids=["all", "deselected", "not-evaluated", "failed", "empty", "internal-error", "ctrl-c", "late-ctrl-c"],
+    ids=[
+        *("all", "deselected", "not-evaluated", "failed", "empty", "internal-error", "ctrl-c", "late-ctrl-c"),
+        *("shard", "shard-failed"),
+    ],
 )
 def test_decide(checks, scope: Scope, pytest_exit: int, interrupted: bool, expected: str) -> None:
     outcome = verdict.decide(checks, scope, pytest_exit, interrupted)
