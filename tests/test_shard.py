@@ -192,6 +192,16 @@ def test_merge_refuses_a_shard_of_another_profile(tmp_path: Path) -> None:
         merge.check_shards([shard_report(tmp_path, 1, []), second])
 
 
+def test_merge_refuses_shards_that_split_the_set_differently(tmp_path: Path) -> None:
+    first, second = shard_report(tmp_path, 1, []), shard_report(tmp_path, 2, [])
+    second.shard["cases"] = ["a"]
+    with pytest.raises(GateError, match=r"shard-2: case a is also in \S+shard-1; the shards were split"):
+        merge.check_shards([first, second])
+    second.shard["cases"] = []
+    with pytest.raises(GateError, match=r"^case\(s\) b of the set in no shard of "):
+        merge.check_shards([first, second])
+
+
 def test_merge_never_writes_over_a_shard_folder(tmp_path: Path) -> None:
     shards = [shard_report(tmp_path, index, []) for index in (1, 2)]
     for report in shards:

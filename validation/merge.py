@@ -101,11 +101,20 @@ def check_shards(shards: list[ShardReport]) -> None:
             f"shard {', '.join(missing)} missing from {', '.join(str(r.folder) for r in shards)}; "
             "pass the report folder of every shard"
         )
-    gated = [name for report in shards for name in report.shard["cases"]]
-    if sorted(gated) != sorted(first.shard["case_set"]["names"]):
+    gated_by: dict[str, Path] = {}
+    for report in shards:
+        for name in report.shard["cases"]:
+            if name in gated_by:
+                raise GateError(
+                    f"{report.folder}: case {name} is also in {gated_by[name]}; the shards were split by "
+                    "different armgate versions: gate every shard with one"
+                )
+            gated_by[name] = report.folder
+    left = sorted(set(first.shard["case_set"]["names"]) - set(gated_by))
+    if left:
         raise GateError(
-            f"{first.folder} …: the shards' cases ({len(gated)}) are not the case set's "
-            f"({len(first.shard['case_set']['names'])}) once each; gate every shard with one armgate version"
+            f"case(s) {', '.join(left)} of the set in no shard of "
+            f"{', '.join(str(r.folder) for r in shards)}; gate every shard with one armgate version"
         )
 
 
