@@ -88,6 +88,13 @@ def acceptance(session: nox.Session) -> None:
     session.run("python", "-m", "validation", "acceptance", *session.posargs, env=QUIET_WARNINGS)
 
 
+@nox.session(default=False)
+def merge(session: nox.Session) -> None:
+    """Merge the report folders of `acceptance --shard K/N` runs into one verdict and report."""
+    install_groups(session, "harness")
+    session.run("python", "-m", "validation", "merge", *session.posargs)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run armgate's own test suite (builds and gates the default image; Docker required in CI)."""

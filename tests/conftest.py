@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +90,30 @@ def run_gate(args: list[str], timeout: float | None = None) -> subprocess.Comple
     left = run.leftover_containers(f"org.armgate.gate-pid={process.pid}")
     assert not left, f"the gate left containers behind: {left}"
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def fixture_digest() -> dict[str, str]:
+    """sha256 of every fixture file, to prove a run left the inputs untouched."""
+    return {
+        str(path.relative_to(profiles.ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((profiles.ROOT / "fixtures").rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+@dataclass(frozen=True)
+class GateRun:
+    result: subprocess.CompletedProcess[str]
+    reports: Path
+    fixtures_before: dict[str, str]
+    fixtures_after: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def full_gate_run(built_image: BuildRecord, tmp_path_factory: pytest.TempPathFactory) -> GateRun:
+    """One full, unsharded gate of the built image on the fixture cases, shared by the tests that
+    need it (each emulated case run costs about a minute of CI)."""
+    reports = tmp_path_factory.mktemp("full-gate") / "acceptance"
+    before = fixture_digest()
+    result = run_gate(["--image", built_image.image_id, "--reports", str(reports)])
+    return GateRun(result, reports, before, fixture_digest())

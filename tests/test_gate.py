@@ -7,7 +7,6 @@ leave the fixtures byte-identical.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import re
@@ -23,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import run_gate
+from tests.conftest import GateRun, fixture_digest, run_gate
 from validation import cases, contract, profiles, run
 from validation.build import BuildRecord
 
@@ -38,15 +37,6 @@ def gate(image: str, reports: Path, *args: str) -> subprocess.CompletedProcess[s
     assert fixture_digest() == before, "the gate changed the fixtures"
     assert "Traceback" not in result.stderr, result.stderr
     return result
-
-
-def fixture_digest() -> dict[str, str]:
-    """sha256 of every fixture file, to prove a run left the inputs untouched."""
-    return {
-        str(path.relative_to(profiles.ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted((profiles.ROOT / "fixtures").rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    }
 
 
 def one_case(tmp_path: Path, edit_golden=None) -> Path:
@@ -67,9 +57,10 @@ def failed_checks(reports: Path) -> dict[str, str]:
     return {check["name"]: check["reason"] for check in metrics["checks"] if check["status"] == "failed"}
 
 
-def test_gate_passes_the_built_image(built_image: BuildRecord, tmp_path: Path) -> None:
-    reports = tmp_path / "acceptance"
-    result = gate(built_image.image_id, reports)
+def test_gate_passes_the_built_image(full_gate_run: GateRun) -> None:
+    result, reports = full_gate_run.result, full_gate_run.reports
+    assert full_gate_run.fixtures_after == full_gate_run.fixtures_before, "the gate changed the fixtures"
+    assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     suite = ElementTree.parse(reports / "junit.xml").getroot()
     testcases = suite.findall(".//testcase")

@@ -28,10 +28,12 @@ LEFT_OUT = Scope(["--no-host"], ["test_host_run[standard]"])
         ([PASSED], Scope(), 2, False, "fail"),  # pytest's INTERRUPTED without a signal: a check module broke
         ([PASSED], Scope(), 2, True, "interrupted"),
         ([PASSED], Scope(), 0, True, "interrupted"),  # an interrupt is never a pass, whatever pytest said
+        ([PASSED], Scope(["--shard 1/2"], [], "1/2"), 0, False, "partial"),  # one shard: never PASS
+        ([FAILED], Scope(["--shard 1/2"], [], "1/2"), 1, False, "fail"),
     ],
     ids=[
-        "all", "deselected", "not-evaluated", "failed", "empty", "internal-error", "collection-error",
-        "ctrl-c", "late-ctrl-c",
+        *("all", "deselected", "not-evaluated", "failed", "empty", "internal-error", "collection-error"),
+        *("ctrl-c", "late-ctrl-c", "shard", "shard-failed"),
     ],
 )
 def test_decide(checks, scope: Scope, pytest_exit: int, interrupted: bool, expected: str) -> None:

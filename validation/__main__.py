@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "build": "validation.build",
     "compare": "validation.compare",
     "acceptance": "validation.gate",
+    "merge": "validation.merge",
 }
 
 

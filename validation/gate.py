@@ -27,7 +27,19 @@ from typing import Any, TextIO
 
 import pytest
 
-from validation import build, cases, compare, contract, engine, model_check, profiles, progress, run, verdict
+from validation import (
+    build,
+    cases,
+    compare,
+    contract,
+    engine,
+    model_check,
+    profiles,
+    progress,
+    run,
+    shard,
+    verdict,
+)
 from validation.errors import GateError
 from validation.plugin import GatePlugin
 from validation.verdict import NOT_EVALUATED
@@ -46,6 +58,7 @@ class GateConfig:
     hardened: bool = True
     jobs: int = 2
     no_host: bool = False
+    shard: shard.ShardPlan | None = None  # --shard K/N: `cases` is this shard's share of the set
 
 
 @dataclass
@@ -261,7 +274,8 @@ class GateSession:
         return {
             "verdict": outcome.name,
             "counts": outcome.to_dict(),
-            "selection": {"options": scope.options, "deselected": scope.deselected},
+            "selection": {"options": scope.options, "deselected": scope.deselected, "shard": scope.shard},
+            "shard": self.config.shard.record(self.config.reports) if self.config.shard else None,
             "started": started.isoformat(timespec="seconds"),
             "app": {
                 "contract": str(self.config.app.path),
@@ -327,25 +341,38 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
     )
     parser.add_argument("--not-hardened", action="store_true", help="run without --read-only/--cap-drop/...")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs at a time")
+    parser.add_argument(
+        "--shard", metavar="K/N", help="gate shard K of N of the cases; image checks on shard 1 (PARTIAL)"
+    )
     args = parser.parse_args(argv)
+    spec = shard.parse_spec(args.shard) if args.shard is not None else None
     profile, app = profiles.load(args.profile), contract.load(args.app)
     model = args.model or app.default_model
     if not model.is_file():
         raise GateError(f"{model}: model not found; pass --model PATH to a TorchScript model")
+    selected, shard_plan = cases.discover(args.cases or app.default_cases, app), None
+    if spec is not None:
+        selected, shard_plan = shard.select(spec, selected)
     config = GateConfig(
         profile=profile,
         app=app,
         image=resolve_image(args.image, profile, app),
-        cases=cases.discover(args.cases or app.default_cases, app),
+        cases=selected,
         model=model.resolve(),
         reports=args.reports.resolve(),
         hardened=not args.not_hardened,
         jobs=max(1, args.jobs),
         no_host=args.no_host,
+        shard=shard_plan,
     )
     options = [f"-k {args.keyword}"] if args.keyword else []
     options += ["--no-host"] if args.no_host else []
-    return config, verdict.Scope(options), ["-k", args.keyword] if args.keyword else []
+    pytest_args = ["-k", args.keyword] if args.keyword else []
+    if shard_plan is not None:
+        options.append(f"--shard {spec}")
+        if not shard_plan.image_checks:  # not collected (so not "left out"): shard 1 runs them
+            pytest_args.append(f"--ignore={CHECKS_DIR / 'test_image.py'}")
+    return config, verdict.Scope(options, shard=str(spec) if spec else None), pytest_args
 
 
 def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -> int:
@@ -402,11 +429,12 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     # only a signal is an interrupt: pytest also says INTERRUPTED when a check module fails to import,
     # which is the gate failing (decide: FAIL on any other runner exit than 0 or 1)
     interrupted = session.interrupted
-    scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)))
+    scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)), scope.shard)
     outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
     metrics = session.metrics(started, time.monotonic() - clock, outcome, scope)
     (config.reports / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    verdict.add_junit_properties(config.reports / "junit.xml", outcome, scope)
+    junit_extra = shard.junit_properties(metrics)
+    verdict.add_junit_properties(config.reports / "junit.xml", outcome, scope, junit_extra)
     html = report.write_report(metrics, config.reports)
     print(report.console_summary(metrics))
     print(f"report: {html}")

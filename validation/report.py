@@ -96,6 +96,13 @@ def _scope_line(metrics: Mapping[str, Any]) -> str:
     deselected = selection.get("deselected") or []
     not_evaluated = sum(1 for c in _checks(metrics) if c.get("skipped"))
     parts = []
+    if selection.get("shard"):
+        shard = metrics.get("shard") or {}
+        mine, every = shard.get("cases") or [], (shard.get("case_set") or {}).get("names") or []
+        parts.append(
+            f"shard {selection['shard']} of the cases only ({len(mine)} of {len(every)}: {', '.join(mine)}; "
+            "merge every shard for a verdict)"
+        )
     if deselected:
         options = " ".join(selection.get("options") or []) or "selection"
         parts.append(f"{len(deselected)} checks left out by {options}")

@@ -1,8 +1,8 @@
 """The gate's verdict and the scope it names: PASS only when every check was run, evaluated and passed.
 
-A run narrowed by `-k` or `--no-host`, or one in which checks could not be evaluated, is not a
-release verdict: it says PARTIAL and which checks it left out, in every place a reader looks
-(console, metrics.json, junit.xml properties, report banner).
+A run narrowed by `-k`, `--no-host` or `--shard K/N` (one share of the cases), or one in which checks
+could not be evaluated, is not a release verdict: it says PARTIAL and which checks it left out, in
+every place a reader looks (console, metrics.json, junit.xml properties, report banner).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ class Scope:
 
     options: list[str] = field(default_factory=list)  # e.g. ["-k test_run", "--no-host"]
     deselected: list[str] = field(default_factory=list)  # check ids, e.g. "test_host_run[standard]"
+    shard: str | None = None  # "K/N": this run gated one shard of the case set, never the whole
 
     @property
     def complete(self) -> bool:
-        return not self.deselected
+        return not self.deselected and self.shard is None
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,11 @@ def decide(checks: Iterable[Mapping[str, Any]], scope: Scope, pytest_exit: int, 
     return Verdict(name, counts["passed"], counts["failed"], counts["not_evaluated"], len(scope.deselected))
 
 
-def add_junit_properties(junit: Path, verdict: Verdict, scope: Scope) -> None:
-    """Record the verdict and the scope as testsuite properties, where CI dashboards read them."""
+def add_junit_properties(
+    junit: Path, verdict: Verdict, scope: Scope, extra: Mapping[str, str] | None = None
+) -> None:
+    """Record the verdict and the scope (and `extra`, e.g. a shard's identity) as testsuite
+    properties, where CI dashboards read them."""
     if not junit.is_file():
         return
     tree = ElementTree.parse(junit)
@@ -88,6 +92,7 @@ def add_junit_properties(junit: Path, verdict: Verdict, scope: Scope) -> None:
         ("armgate.selection", " ".join(scope.options) or "all checks"),
         ("armgate.deselected", ", ".join(scope.deselected)),
         ("armgate.not_evaluated", str(verdict.not_evaluated)),
+        *(extra or {}).items(),
     ):
         ElementTree.SubElement(properties, "property", name=name, value=value)
     tree.write(junit, encoding="utf-8", xml_declaration=True)
