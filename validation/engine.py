@@ -231,6 +231,7 @@ def holding(image: str, platform: str, name: str, labels: Mapping[str, str]) -> 
     the engine refuses to remove an image a container uses, so a build that prunes older revision
     tags beside a running gate (or test session) cannot delete it."""
     options = ["--name", name, "--platform", platform, "--network", "none", *label_args(labels)]
+    options += ["--entrypoint", "true"]  # never run; an image with no command could not be created
     try:
         created = docker("create", *options, image, timeout=QUERY_TIMEOUT_S)
         if created.returncode != 0:
