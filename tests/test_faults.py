@@ -26,7 +26,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from validation import build, contract, lock, profiles, run
+from validation import build, contract, engine, lock, profiles, run
 
 ROOT = profiles.ROOT
 APP = contract.load()
@@ -472,7 +472,7 @@ def amd64_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> 
     command = ["docker", "buildx", "build", "--platform", "linux/amd64", "--load", "--tag", tag, str(context)]
     made = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
-    assert (build.image_inspect(tag) or {}).get("Architecture") == "amd64"
+    assert engine.require_image(tag, "the foreign image").platform == "linux/amd64"
     yield tag
     subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)
 

@@ -167,12 +167,19 @@ def test_gate_fails_when_pins_differ(built_image: BuildRecord, tmp_path: Path) -
     assert {"name": "torch", "expected": "==2.9.1", "found": "2.10.0", "passed": False} in pins, pins
 
 
-def _gate_process(image: str, tmp_path: Path, name: str) -> subprocess.Popen[str]:
+def _gate_process(
+    image: str, tmp_path: Path, name: str, sigint_ignored: bool = False
+) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "validation", "acceptance", "--image", image, "--no-host"]
     command += ["--reports", str(tmp_path / name / "acceptance"), "--cases", str(one_case(tmp_path / name))]
     command += ["-k", "test_container_run"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    return subprocess.Popen(command, cwd=profiles.ROOT, **pipes)
+
+    def ignore_sigint() -> None:  # as a shell starts a background job of a script
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    preexec = ignore_sigint if sigint_ignored else None
+    return subprocess.Popen(command, cwd=profiles.ROOT, preexec_fn=preexec, **pipes)
 
 
 def _wait_for(condition, process: subprocess.Popen[str], limit_s: float = 600) -> None:
@@ -207,6 +214,19 @@ def test_ctrl_c_removes_the_running_containers(built_image: BuildRecord, tmp_pat
     assert beside_metrics["counts"]["passed"] == 1, beside_out[-3000:] + beside_err[-2000:]
     assert beside.returncode == 3 and beside_metrics["verdict"] == "partial"  # -k: not a release verdict
     assert "container runs: 1/1 cases in" in beside_out and "checks: 1/1 checks in" in beside_out
+
+
+def test_ctrl_c_ends_a_gate_started_with_sigint_ignored(built_image: BuildRecord, tmp_path: Path) -> None:
+    """A gate run as a background job of a script inherits SIGINT ignored; it takes Ctrl-C over from its
+    first step, so an interrupt as soon as its report folder exists still ends it with 130 and no
+    container, rather than being lost while the run goes on to a verdict."""
+    gate_process = _gate_process(built_image.image_id, tmp_path, "background", sigint_ignored=True)
+    _wait_for((tmp_path / "background" / "acceptance").is_dir, gate_process)
+    gate_process.send_signal(signal.SIGINT)
+    stdout, stderr = gate_process.communicate(timeout=600)
+    assert gate_process.returncode == 130, stdout[-3000:] + stderr[-2000:]
+    assert "Traceback" not in stderr, stderr
+    assert run.leftover_containers(f"org.armgate.gate-pid={gate_process.pid}") == []
 
 
 BROKEN_IMAGE_DOCKERFILE = """\

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from validation import build, profiles
+from validation import build, engine, profiles
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def test_image_is_arm64(built_image: BuildRecord) -> None:
-    facts = build.image_inspect(built_image.image_id)
-    assert facts is not None and facts["Architecture"] == "arm64" and facts["Os"] == "linux"
+    facts = engine.require_image(built_image.image_id, "the built image")
+    assert facts.platform == "linux/arm64"
     uname = subprocess.run(
         ["docker", "run", "--rm", "--platform", "linux/arm64", "--network", "none", "--entrypoint", "uname",
          built_image.image_id, "-m"],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import build
+from validation import build, run
 from validation.build import RevisionTag
 
 REV = ["a" * 12, "b" * 12, "c" * 12, "d" * 12]  # committed in this order
@@ -85,3 +85,18 @@ def test_prune_removes_older_tags_from_the_engine(repository: str, tmp_path: Pat
     listing = ["docker", "image", "ls", repository, "--format", "{{.Tag}}"]
     left = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
     assert sorted(left) == sorted([f"bookworm-{REV[2]}", f"bookworm-{REV[3]}", f"bullseye-{REV[0]}"])
+
+
+@pytest.mark.docker
+def test_prune_spares_an_image_held_by_a_running_gate(repository: str, tmp_path: Path) -> None:
+    """A gate holds its image with a container: an older revision it is gating keeps its tag, while an
+    unheld one of the same age goes (a build beside a running gate must not pull its image away)."""
+    for index, (rev, time) in enumerate(zip(REV, TIMES, strict=True)):
+        _tiny_image(tmp_path / f"b{index}", f"{repository}:bookworm-{rev}", "bookworm", time)
+    with run.holding(f"{repository}:bookworm-{REV[0]}", "linux/arm64", {"org.armgate.test": "prune"}):
+        removed = build.prune_revision_tags(repository, "bookworm", f"bookworm-{REV[3]}")
+        listing = ["docker", "image", "ls", repository, "--format", "{{.Tag}}"]
+        left = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
+    assert removed == [f"bookworm-{REV[1]}"]
+    assert sorted(left) == sorted([f"bookworm-{REV[0]}", f"bookworm-{REV[2]}", f"bookworm-{REV[3]}"])
+    assert not run.leftover_containers("org.armgate.test=prune")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_gate
-from validation import build, contract
+from validation import contract, engine
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -27,8 +27,8 @@ def test_the_second_app_builds_and_passes_the_gate_through_its_contract(
     spleen_image: BuildRecord, tmp_path: Path
 ) -> None:
     assert spleen_image.app_name == "spleen-seg" and spleen_image.image.startswith("armgate/spleen-seg:")
-    facts = build.image_inspect(spleen_image.image_id) or {}
-    assert facts["Config"]["WorkingDir"] == "/opt/spleen-seg"
+    facts = engine.require_image(spleen_image.image_id, "the spleen image")
+    assert facts.raw["Config"]["WorkingDir"] == "/opt/spleen-seg"
     reports = tmp_path / "acceptance"
     result = acceptance(spleen_image.image_id, reports, "--app", spleen_image.app_contract)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TORCH18_PROFILE, run_gate
-from validation import build, cases, contract, profiles
+from validation import build, cases, contract, engine, profiles
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def test_torch18_image_is_the_profiles_arm64_image(torch18_image: BuildRecord) -> None:
-    facts = build.image_inspect(torch18_image.image_id)
-    assert facts is not None and facts["Architecture"] == "arm64"
+    facts = engine.require_image(torch18_image.image_id, "the torch-1.8 image")
+    assert facts.platform == "linux/arm64"
     assert torch18_image.profile == TORCH18_PROFILE
     assert torch18_image.base.startswith("armgate/base:bullseye-")
     assert torch18_image.lock_sha256 == build.lock.lock_hash(profiles.load(TORCH18_PROFILE).lock_path)

@@ -59,12 +59,6 @@ class BuildRecord:
             raise GateError(f"{path}: not a build record of this armgate; run `nox -s build` again") from None
 
 
-def image_inspect(reference: str) -> dict | None:
-    """`docker image inspect`'s JSON object of the image, or None when the engine lacks it."""
-    facts = engine.inspect_image(reference)
-    return facts.raw if facts else None
-
-
 def git_revision() -> tuple[str, str]:
     """(short revision, commit time): the commit time makes the `created` label reproducible."""
 
@@ -291,8 +285,8 @@ def build(
         args = buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context)
         _run_buildx(["--no-cache", *args] if no_cache else args, tags[0])
         image_id = iidfile.read_text().strip()
-    facts = image_inspect(image_id) or {}
-    platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
+    facts = engine.require_image(image_id, f"{image}: the image just built is not on the engine")
+    platform = facts.platform
     if platform != profile.platform:
         raise GateError(
             f"{image}: built as {platform}, expected {profile.platform}; see README troubleshooting"
@@ -308,13 +302,13 @@ def build(
         tags=tags,
         image_id=image_id,
         platform=platform,
-        architecture=facts.get("Architecture", "?"),
+        architecture=facts.architecture or "?",
         profile=profile.name,
         base=base_reference,
         lock_sha256=lock_sha,
         revision=revision,
         seconds=round(time.monotonic() - started, 1),
-        size_bytes=int(facts.get("Size", 0)),
+        size_bytes=facts.size,
         sbom=str(sbom_path),
         app_name=app.name,
         app_contract=str(app.path),

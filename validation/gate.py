@@ -91,15 +91,16 @@ class GateSession:
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
     _comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
-    _image_facts: dict[str, Any] | None = None
+    _image_facts: engine.ImageFacts | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
     _progress: dict[str, progress.Step] = field(default_factory=dict)  # "container"/"host" runs
     out: TextIO = field(default_factory=lambda: sys.stdout)  # the terminal, from before pytest captures
 
     @property
-    def image_facts(self) -> dict[str, Any]:
+    def image_facts(self) -> engine.ImageFacts:
+        """The image as inspected once, at the start of the run: every later use reads these facts."""
         if self._image_facts is None:
-            facts = build.image_inspect(self.config.image)
+            facts = engine.inspect_image(self.config.image, timeout=engine.QUERY_TIMEOUT_S)
             if facts is None:
                 raise GateError(f"image {self.config.image} not found; build it with `nox -s build`")
             self._image_facts = facts
@@ -130,9 +131,8 @@ class GateSession:
         the image says it is, so that a foreign image is inspected (and fails the checks) as what it is.
         Removed when the block ends; it carries the gate's labels, so `stop` removes it after an interrupt."""
         name = f"{run.CONTAINER_PREFIX}{self.run_id}-inspect"
-        platform = f"{self.image_facts.get('Os')}/{self.image_facts.get('Architecture')}"
         options = ["--network", "none", *engine.label_args(self.labels)]
-        options += ["--platform", platform, "--entrypoint", "sleep"]
+        options += ["--platform", self.image_facts.platform, "--entrypoint", "sleep"]
         command = engine.run_argv(name, options, self.config.image, ["infinity"])
         with engine.container(command, f"cannot start image {self.config.image}"):
             yield name
@@ -160,7 +160,7 @@ class GateSession:
                 self.config.image, self.config.app, case.dicom_dir, self.config.model, output,
                 case.timeout_s, case.memory, self.config.profile.platform, self.config.hardened,
                 name=f"{run.CONTAINER_PREFIX}{self.run_id}-{name}",
-                labels=self.labels, cancel=self.stopping,
+                labels=self.labels, cancel=self.stopping, facts=self.image_facts,
                 on_memory=lambda peak: steps.update(memory_bytes=peak),
             )  # fmt: skip
         # kept whatever happened (a timeout included), so the report can say where the app was
@@ -252,7 +252,7 @@ class GateSession:
     def metrics(
         self, started: datetime.datetime, seconds: float, outcome: verdict.Verdict, scope: verdict.Scope
     ) -> dict[str, Any]:
-        facts = self._image_facts or {}
+        facts = self._image_facts
         per_case = {}
         for case in self.config.cases:
             container, host = (self._finished((case.name, where)) for where in ("container", "host"))
@@ -287,11 +287,11 @@ class GateSession:
             "seconds": round(seconds, 1),
             "image": {
                 "reference": self.config.image,
-                "id": facts.get("Id"),
+                "id": facts.id if facts else None,
                 "profile": self.config.profile.name,
-                "platform": f"{facts.get('Os')}/{facts.get('Architecture')}" if facts else None,
-                "size_bytes": facts.get("Size"),
-                "labels": (facts.get("Config") or {}).get("Labels") or {},
+                "platform": facts.platform if facts else None,
+                "size_bytes": facts.size if facts else None,
+                "labels": facts.labels if facts else {},
                 "pins": self.pins,
             },
             "checks": self.checks,
@@ -393,7 +393,7 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
             shutil.rmtree(config.reports)
         config.reports.mkdir(parents=True)
         facts = session.image_facts  # fail fast, with one line, when the image is missing
-        with run.holding(config.image, f"{facts.get('Os')}/{facts.get('Architecture')}", session.labels):
+        with run.holding(config.image, facts.platform, session.labels):
             return _gate(session, scope, pytest_args)
     finally:
         for sig, handler in previous.items():

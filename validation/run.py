@@ -115,14 +115,16 @@ def run_container(
     labels: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
     on_memory: Callable[[int], None] | None = None,
+    facts: engine.ImageFacts | None = None,
 ) -> RunResult:
     """Run one case in the container and always remove it (removing it from outside ends the run).
 
-    `cancel` set before the start means no container is created; set during the run, it ends it."""
+    `cancel` set before the start means no container is created; set during the run, it ends it.
+    `facts`: the image as the caller already inspected it (a gate inspects once, not per case)."""
     name = name or f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
     if cancel is not None and cancel.is_set():
         return RunResult("container", output_dir, None, 0.0, cancelled=True)
-    facts = engine.inspect_image(image, timeout=engine.QUERY_TIMEOUT_S)
+    facts = facts or engine.inspect_image(image, timeout=engine.QUERY_TIMEOUT_S)
     found = facts.platform if facts else ""
     if found and found != platform:
         # docker would try to pull the right platform from a registry and fail with an unrelated message

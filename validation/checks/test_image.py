@@ -70,12 +70,11 @@ SECRET_WORDS = ("proxy", "password", "passwd=", "token", "secret", "credential",
 
 
 def _config(gate) -> dict:
-    return gate.image_facts.get("Config") or {}
+    return gate.image_facts.raw.get("Config") or {}
 
 
 def test_architecture_is_arm64(gate) -> None:
-    facts = gate.image_facts
-    platform = f"{facts.get('Os')}/{facts.get('Architecture')}"
+    platform = gate.image_facts.platform
     assert platform == gate.config.profile.platform, f"image is {platform}, the profile targets linux/arm64"
 
 
