@@ -7,7 +7,8 @@ puts that table in README.md. Exit 1 when a figure is invalid (a gate run that d
 --strict when a target is missed.
 
 Sections: gate (bench/overhead.py), rebuild (bench/rebuild.py), size (bench/size.py), compare
-(bench/compare_speed.py). This package imports the gate; the gate never imports it.
+(bench/compare_speed.py), scaling (bench/scaling.py). This package imports the gate; the gate never
+imports it.
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ from validation import build, contract, profiles
 from validation.errors import GateError
 
 REPORT = build.REPORTS / "bench.json"
-SECTIONS = ("gate", "rebuild", "size", "compare")
+SECTIONS = ("gate", "rebuild", "size", "compare", "scaling")
 
 
 def section_functions() -> dict[str, Callable[[common.Context], list[Figure]]]:
-    from bench import compare_speed, overhead, rebuild, size
+    from bench import compare_speed, overhead, rebuild, scaling, size
 
     return {
         "gate": overhead.section_gate,
         "rebuild": rebuild.section_rebuild,
         "size": size.section_size,
         "compare": compare_speed.section_compare,
+        "scaling": scaling.section_scaling,
     }
 
 
@@ -53,6 +55,10 @@ SECTION_ROWS: dict[str, list[tuple[str, str, Target | None]]] = {
     "compare": [
         ("speedup_vs_monai_worst_pair", "4  MONAI ÷ armgate, worst pair", Target(">=", 20.0)),
         ("max_diff_vs_monai", "4  largest difference from MONAI", Target("<=", 1e-6)),
+    ],
+    "scaling": [
+        ("gate_time_per_case_growth", "6  gate time per case, 30 ÷ 3 cases", Target("<=", 1.2)),
+        ("gate_peak_memory_growth", "6  gate process peak memory, 30 ÷ 3 cases", Target("<=", 1.2)),
     ],
 }
 
@@ -129,7 +135,7 @@ def run_bench(args: argparse.Namespace) -> int:
             f"profile {profile.name}: the bench needs a hermetic (wheelhouse, debootstrap) profile"
         )
     build.require_engine()
-    needs_image = {"gate", "size"} & set(args.sections)
+    needs_image = {"gate", "size", "scaling"} & set(args.sections)
     image = gate.resolve_image(args.image, profile, app) if needs_image else (args.image or "")
     clock = time.monotonic()
     logs = args.report.with_name(args.report.stem + "-logs")

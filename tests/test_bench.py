@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from bench import __main__ as cli
-from bench import compare_speed, figures, overhead, readme, rebuild, size
+from bench import compare_speed, figures, overhead, readme, rebuild, scaling, size
 from bench.figures import Figure, Target
-from validation import build, contract, run
+from validation import build, cases, contract, run
 
 # --- figures: medians, ratios, targets, invalid runs -------------------------------------------
 
@@ -101,6 +101,47 @@ def test_a_gate_run_that_did_not_pass_invalidates_the_overhead_and_fails_the_ben
 def test_strict_fails_on_a_missed_target_only() -> None:
     summary = figures.summarise([Figure("x", "x", [2.0], target=Target("<=", 1.0))])
     assert figures.exit_code(summary, strict=False) == 0 and figures.exit_code(summary, strict=True) == 1
+
+
+# --- the gate's cost as the case count grows ----------------------------------------------------
+
+
+def test_growth_is_per_case_time_and_peak_memory_of_many_over_few() -> None:
+    few = [{"seconds": 150.0, "exit": 0, "peak_rss_bytes": 200e6}]
+    many = [{"seconds": 1200.0, "exit": 0, "peak_rss_bytes": 260e6}]  # 40 s a case against 50 s
+    per_case, memory, *_ = scaling.growth_figures(few, many, "standard")
+    assert per_case.value == pytest.approx((1200.0 / scaling.MANY) / (150.0 / scaling.FEW))
+    assert per_case.status == "met"
+    assert memory.value == pytest.approx(1.3) and memory.status == "MISSED"  # 30 % more memory
+    failed = scaling.growth_figures(few, [{**many[0], "exit": 1}], "standard")
+    assert {figure.status for figure in failed[:2]} == {"INVALID"}
+
+
+def test_growth_copies_one_case_into_distinct_cases(tmp_path: Path) -> None:
+    case = cases.discover(contract.load().default_cases)[0]
+    found = cases.discover(scaling.copies(case, 4, tmp_path / "set"))
+    assert len({copy.name for copy in found}) == 4
+    assert {len(list(copy.dicom_dir.iterdir())) for copy in found} == {len(list(case.dicom_dir.iterdir()))}
+
+
+def test_the_peak_wrapper_runs_the_public_cli_and_writes_its_own_peak(tmp_path: Path) -> None:
+    peak = tmp_path / "peak"
+    done = subprocess.run(
+        [sys.executable, "-c", scaling.GATE_WITH_PEAK, str(peak), "merge", str(tmp_path / "none")],
+        cwd=build.ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "armgate" in done.stderr  # the CLI's own one-line refusal
+    assert int(peak.read_text()) > 10_000  # KiB: at least the interpreter itself
+
+
+def test_the_scaling_gate_is_the_users_gate_at_its_default_jobs(tmp_path: Path) -> None:
+    ctx = type(
+        "C", (), {"profile": type("P", (), {"name": "bookworm"})(), "app": contract.load(), "image": "img",
+                  "model": tmp_path / "m.ts", "jobs": [1, 2], "host_runs": True},
+    )()  # fmt: skip
+    command = scaling.gate_command(ctx, tmp_path / "cases", tmp_path / "r", tmp_path / "peak")
+    assert command[command.index("acceptance") + 1 : command.index("acceptance") + 3] == ["--jobs", "2"]
+    assert "--no-host" not in command and command[command.index("--cases") + 1] == str(tmp_path / "cases")
 
 
 # --- gate overhead at equal concurrency ---------------------------------------------------------

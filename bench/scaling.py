@@ -1,0 +1,124 @@
+"""The gate's cost as a validation set grows: time per case and the gate's own peak memory, few vs many.
+
+Both gates run copies of one case (the same work per case) with the same flags and --jobs, so a
+figure above 1 is the gate's own cost growing with the case count: a site gating hundreds of its
+studies must not pay more per case, nor hold every case's masks in the gate process. The peak
+memory is the gate process's own (its ru_maxrss), not that of the app runs it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Context
+from bench.figures import Figure, Target, failed_runs, median, ratios
+from bench.overhead import release_code
+from validation import build, cases
+from validation.errors import GateError
+
+FEW, MANY = 3, 30
+GROWTH_TARGET = Target("<=", 1.2)
+# Runs the public gate (`python -m validation ...`) in this process and writes its own peak RSS
+# (KiB, Linux's ru_maxrss) to the file named first: children (the app runs) are not counted.
+GATE_WITH_PEAK = """\
+import resource, runpy, sys
+peak_file = sys.argv.pop(1)
+try:
+    runpy.run_module("validation", run_name="__main__", alter_sys=True)
+finally:
+    with open(peak_file, "w") as handle:
+        handle.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def copies(case: cases.Case, count: int, destination: Path) -> Path:
+    """`count` copies of one case, each in a folder of its own name: a validation set of equal cases."""
+    destination.mkdir(parents=True)
+    for index in range(count):
+        shutil.copytree(case.path, destination / f"{case.name}-{index:03d}")
+    return destination
+
+
+def gate_command(ctx: Context, cases_dir: Path, reports: Path, peak_file: Path) -> list[str]:
+    """The user's gate command (the gate's default --jobs), run under the peak-memory wrapper."""
+    command = [sys.executable, "-c", GATE_WITH_PEAK, str(peak_file), "acceptance"]
+    command += ["--jobs", str(max(ctx.jobs)), "--profile", ctx.profile.name, "--app", str(ctx.app.path)]
+    command += ["--image", ctx.image, "--cases", str(cases_dir), "--model", str(ctx.model)]
+    command += ["--reports", str(reports)]
+    return command if ctx.host_runs else [*command, "--no-host"]
+
+
+def timed_gate(ctx: Context, cases_dir: Path, name: str) -> dict[str, Any]:
+    """Wall time, exit code and the gate process's peak RSS (bytes) of one gate over `cases_dir`."""
+    reports, peak_file, log = ctx.scratch / name, ctx.scratch / f"{name}.peak", ctx.logs / f"{name}.log"
+    started = time.monotonic()
+    with log.open("w") as handle:
+        code = subprocess.run(
+            gate_command(ctx, cases_dir, reports, peak_file),
+            cwd=build.ROOT, stdout=handle, stderr=subprocess.STDOUT, check=False,
+        ).returncode  # fmt: skip
+    seconds = time.monotonic() - started
+    metrics = reports / "metrics.json"
+    if not metrics.is_file() or not peak_file.is_file():
+        raise GateError(f"the gate could not run (exit {code}): see {log}")
+    return {
+        "seconds": seconds,
+        "exit": release_code(code, json.loads(metrics.read_text())),
+        "peak_rss_bytes": int(peak_file.read_text()) * 1024,
+    }
+
+
+def growth_figures(few: list[dict[str, Any]], many: list[dict[str, Any]], case_name: str) -> list[Figure]:
+    """Per-case time and peak memory of the many-case gate over the few-case one, run by run."""
+    invalid = failed_runs([run["exit"] for pair in zip(few, many, strict=True) for run in pair])
+    few_per_case = [run["seconds"] / FEW for run in few]
+    many_per_case = [run["seconds"] / MANY for run in many]
+    few_peak = [run["peak_rss_bytes"] / 1e9 for run in few]
+    many_peak = [run["peak_rss_bytes"] / 1e9 for run in many]
+    same_work = f"copies of case {case_name}, same flags and --jobs"
+    return [
+        Figure(
+            "gate_time_per_case_growth",
+            f"6  gate time per case, {MANY} ÷ {FEW} cases",
+            ratios(many_per_case, few_per_case),
+            target=GROWTH_TARGET,
+            invalid=invalid,
+            detail=f"{median(many_per_case):.1f} s / {median(few_per_case):.1f} s per case; {same_work}",
+        ),
+        Figure(
+            "gate_peak_memory_growth",
+            f"6  gate process peak memory, {MANY} ÷ {FEW} cases",
+            ratios(many_peak, few_peak),
+            target=GROWTH_TARGET,
+            invalid=invalid,
+            detail=f"{median(many_peak):.3f} GB / {median(few_peak):.3f} GB, the gate's own ru_maxrss",
+        ),
+        *(
+            Figure(f"gate_s_{count}_cases", f"   gate wall time, {count} cases", [r["seconds"] for r in runs],
+                   unit="s", detail="python -m validation acceptance")
+            for count, runs in ((FEW, few), (MANY, many))
+        ),
+    ]
+
+
+def section_scaling(ctx: Context) -> list[Figure]:
+    """A gate of FEW and of MANY copies of one case (the first by name), alternating which goes first."""
+    case = min(ctx.cases, key=lambda found: found.name)
+    sets = {count: copies(case, count, ctx.scratch / f"scaling-{count}") for count in (FEW, MANY)}
+    runs: dict[int, list[dict[str, Any]]] = {FEW: [], MANY: []}
+    for index in range(ctx.runs):
+        for count in (FEW, MANY) if index % 2 == 0 else (MANY, FEW):
+            runs[count].append(timed_gate(ctx, sets[count], f"scaling-{count}-cases-{index}"))
+            last = runs[count][-1]
+            print(
+                f"  gate of {count} cases run {index + 1}: {last['seconds']:.1f} s, "
+                f"peak {last['peak_rss_bytes'] / 1e9:.3f} GB (exit {last['exit']})",
+                flush=True,
+            )
+    return growth_figures(runs[FEW], runs[MANY], case.name)
