@@ -96,6 +96,28 @@ class ComparisonResult:
             "per_label": [metrics.to_dict() for metrics in self.per_label],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ComparisonResult:
+        """Back from metrics.json (what `to_dict` wrote), so a merged report shows a shard's figures."""
+        report = None
+        if data.get("spacing_mm") is not None:
+            spacing = tuple(float(s) for s in data["spacing_mm"])
+            voxel_volume_ml = math.prod(spacing) / 1000.0
+            per_label = tuple(LabelMetrics.from_dict(entry, voxel_volume_ml) for entry in data["per_label"])
+            report = LabelReport(
+                spacing, tuple(data["output_labels"]), tuple(data["reference_labels"]), per_label
+            )
+        expected = data.get("expected_labels")
+        return cls(
+            str(data["output"]),
+            str(data["reference"]),
+            Geometry.from_dict(data["geometry"]),
+            float(data["nsd_tolerance_mm"]),
+            report,
+            None if expected is None else tuple(expected),
+            {metrics.label: metrics.name for metrics in report.per_label} if report else {},
+        )
+
 
 def compare_images(
     output: LabelMask,
@@ -138,8 +160,7 @@ def compare_masks(
     affine_atol_mm: float = DEFAULT_AFFINE_ATOL_MM,
 ) -> ComparisonResult:
     """Load two NIfTI label masks (GateError on bad input) and compare them."""
-    with ThreadPoolExecutor(max_workers=2) as pool:  # gzip inflation releases the GIL
-        output, reference = pool.map(load_mask, (output_path, reference_path))
+    output, reference = load_masks(output_path, reference_path)
     return compare_images(
         output,
         reference,
@@ -169,6 +190,12 @@ class CheckOutcome:
             "limit": self.limit,
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckOutcome:
+        return cls(
+            str(data["name"]), bool(data["passed"]), data.get("value"), data.get("limit"), str(data["reason"])
+        )
 
 
 def labels_outcome(result: ComparisonResult) -> CheckOutcome:
@@ -263,12 +290,20 @@ def gate(
     names: Mapping[int, str] | None = None,
 ) -> tuple[ComparisonResult, list[CheckOutcome]]:
     """Compare with the NSD tolerance and affine tolerance taken from `tolerances`, then evaluate."""
-    result = compare_masks(
-        output_path,
-        reference_path,
-        labels=labels,
-        names=names,
-        nsd_tolerance_mm=tolerances.get("nsd_tolerance_mm", DEFAULT_NSD_TOLERANCE_MM),
-        affine_atol_mm=tolerances.get("affine_atol_mm", DEFAULT_AFFINE_ATOL_MM),
-    )
+    result = compare_masks(output_path, reference_path, labels=labels, names=names, **settings(tolerances))
     return result, evaluate(result, tolerances)
+
+
+def settings(tolerances: Mapping[str, float]) -> dict[str, float]:
+    """How to measure (not what to accept), from a tolerance table: compare_images' keyword arguments."""
+    return {
+        "nsd_tolerance_mm": tolerances.get("nsd_tolerance_mm", DEFAULT_NSD_TOLERANCE_MM),
+        "affine_atol_mm": tolerances.get("affine_atol_mm", DEFAULT_AFFINE_ATOL_MM),
+    }
+
+
+def load_masks(output_path: str | Path, reference_path: str | Path) -> tuple[LabelMask, LabelMask]:
+    """Both masks (GateError on bad input), read side by side: gzip inflation releases the GIL."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        output, reference = pool.map(load_mask, (output_path, reference_path))
+    return output, reference

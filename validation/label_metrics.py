@@ -91,6 +91,21 @@ class LabelMetrics:
             "volume_diff_pct": json_number(self.volume_diff_pct),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], voxel_volume_ml: float) -> LabelMetrics:
+        """Back from metrics.json; a null HD95 is the inf it was written for."""
+        hd95 = data.get("hd95_mm")
+        return cls(
+            int(data["label"]),
+            str(data["name"]),
+            int(data["output_voxels"]),
+            int(data["reference_voxels"]),
+            voxel_volume_ml,
+            float(data["dice"]),
+            math.inf if hd95 is None else float(hd95),
+            float(data["nsd"]),
+        )
+
 
 @dataclass(frozen=True)
 class LabelReport:

@@ -6,6 +6,7 @@ line naming the file and the fix, before any metric is computed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,16 @@ class Geometry:
             "affine_atol_mm": self.affine_atol_mm,
             "reason": self.reason,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
+        """Back from metrics.json (a shard's report read by merge)."""
+        return cls(
+            tuple(data["output_shape"]),
+            tuple(data["reference_shape"]),
+            data.get("max_affine_diff_mm"),
+            float(data["affine_atol_mm"]),
+        )
 
 
 def compare_geometry(output: LabelMask, reference: LabelMask, affine_atol_mm: float) -> Geometry:
