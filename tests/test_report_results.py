@@ -127,3 +127,39 @@ def test_metrics_json_round_trips(failing: dict[str, Any]) -> None:
         assert CaseResult.from_dict(name, case).to_dict() == {
             key: case[key] if key != "comparisons" else (case[key] or {}) for key in case
         }
+
+
+def _shard(root: Path, index: int, name: str, shift: int) -> Path:
+    """A shard's report folder as `acceptance --shard K/2` leaves it: metrics.json, junit.xml and cases/
+    holding the case's outputs and overlay PNGs."""
+    folder = root / f"shard-{index}"
+    case, checks = _case(folder / "cases", name, shift)
+    metrics = _metrics({name: (case, checks)})
+    metrics["verdict"] = "partial" if all(c["passed"] for c in checks) else "fail"
+    metrics["counts"] = {"failed": sum(1 for c in metrics["checks"] if not c["passed"])}
+    metrics["selection"] = {"options": [f"--shard {index}/2"], "deselected": [], "shard": f"{index}/2"}
+    metrics["shard"] = {
+        "index": index, "count": 2, "cases": [name], "reports": str(folder),
+        "case_set": {"names": ["shifted", "standard"], "sha256": "f" * 64},
+    }  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "junit.xml").write_text("<testsuites><testsuite/></testsuites>")
+    return folder
+
+
+def test_merge_shows_the_shards_overlays_without_their_masks(
+    tmp_path: Path, masks_gone: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m validation merge` draws the merged report from the shards' results and PNGs alone."""
+    from validation import merge
+
+    shards = [_shard(tmp_path, 1, "standard", 0), _shard(tmp_path, 2, "shifted", 2)]
+    masks_gone()
+    out = tmp_path / "merged"
+    assert merge.main([*map(str, shards), "--reports", str(out)]) == 1  # shifted fails its Dice checks
+    html = (out / "report.html").read_text()
+    assert len(_images(html)) == 4 and "not readable" not in html and "overlay not drawn" not in html
+    merged = json.loads((out / "metrics.json").read_text())
+    png = merged["cases"]["shifted"]["comparisons"]["golden"]["overlay"]["png"]
+    assert png == str(out / "cases" / "shifted" / "out" / "overlay-golden.png") and Path(png).is_file()
+    assert "case shifted: FAIL" in capsys.readouterr().out
