@@ -15,15 +15,9 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from validation.compare import gate
-from validation.report import (
-    CONTOUR_COLOURS,
-    GRAY_LEVELS,
-    console_summary,
-    find_ct_slice,
-    render_html,
-    write_report,
-)
+from validation import report
+from validation.overlays import CONTOUR_COLOURS, GRAY_LEVELS, compare_with_overlay, find_ct_slice
+from validation.results import GateResults
 
 COLUMNS, ROWS, SLICES = 24, 20, 6
 SPACING = (1.5, 1.0, 2.0)  # column (i), row (j), slice (k) mm; non-square so a swap would show
@@ -88,14 +82,25 @@ def _labels(shift: int = 0) -> np.ndarray:
     return labels
 
 
-def _comparison(output: str, reference: str) -> dict[str, Any]:
-    result, outcomes = gate(output, reference, TOLERANCES, names=NAMES)
-    return {
-        "reference": reference,
-        "tolerances": TOLERANCES,
-        "result": result.to_dict(),
-        "outcomes": [o.to_dict() for o in outcomes],
-    }
+def _comparison(kind: str, output: str, reference: str, dicom_dir: str | Path) -> dict[str, Any]:
+    """The comparison as metrics.json holds it, its overlay drawn (as the gate does) beside the output."""
+    out_dir = Path(output).parent
+    comparison = compare_with_overlay(
+        kind, output, reference, TOLERANCES, dicom_dir=dicom_dir, out_dir=out_dir, names=NAMES
+    )
+    return comparison.to_dict()
+
+
+def render_html(metrics: dict[str, Any]) -> str:
+    return report.render_html(GateResults.from_dict(metrics))
+
+
+def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
+    return report.write_report(GateResults.from_dict(metrics), out_dir)
+
+
+def console_summary(metrics: dict[str, Any]) -> str:
+    return report.console_summary(GateResults.from_dict(metrics))
 
 
 def _case(root: Path, name: str, shift: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -105,7 +110,8 @@ def _case(root: Path, name: str, shift: int) -> tuple[dict[str, Any], list[dict[
     _write_series(root / name / "dicom", hu, affine)
     golden = _save_mask(root / name / "golden.nii.gz", _labels(), affine)
     output = _save_mask(root / name / "out" / "mask.nii.gz", _labels(shift), affine)
-    comparisons = {"golden": _comparison(output, golden), "ground_truth": _comparison(output, golden)}
+    dicom = root / name / "dicom"
+    comparisons = {kind: _comparison(kind, output, golden, dicom) for kind in ("golden", "ground_truth")}
     checks = [
         {
             "name": f"{key}:{o['name']}",
@@ -302,14 +308,17 @@ def test_a_reference_on_another_grid_is_noted(failing: dict[str, Any], tmp_path:
     moved = image.affine.copy()
     moved[:3, 3] += 5.0
     golden["reference"] = _save_mask(tmp_path / "moved.nii.gz", np.asarray(image.dataobj), moved)
-    golden.update(_comparison(failing["cases"]["shifted"]["output_mask"], golden["reference"]))
+    shifted = failing["cases"]["shifted"]
+    golden.update(_comparison("golden", shifted["output_mask"], golden["reference"], shifted["dicom_dir"]))
     html = render_html(failing)
     assert "(affines differ: contour placed by voxel index)" in html
     assert len(_images(html)) == 4
 
 
 def test_a_broken_case_input_becomes_a_note(failing: dict[str, Any]) -> None:
-    failing["cases"]["standard"]["dicom_dir"] = "/nonexistent"
+    standard = failing["cases"]["standard"]
+    golden = standard["comparisons"]["golden"]
+    golden.update(_comparison("golden", standard["output_mask"], golden["reference"], "/nonexistent"))
     html = render_html(failing)
     assert "overlay not drawn: ValueError: no CT image in /nonexistent" in html
 

@@ -21,7 +21,8 @@ import pytest
 from conftest import IN_CI
 from test_report import _case, _failed_run_case, _metrics  # realistic metrics, as the gate writes them
 
-from validation import build, report
+from validation import build, report, report_view
+from validation.results import GateResults
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -110,7 +111,7 @@ def render(metrics: dict[str, Any], verdict: str | None = None, css: str | None 
     if css is not None:  # drop today's banner and verdict-colour rules, then add `css` after the rest
         template = re.sub(r"\.banner[^{}]*\{[^}]*\}|(?<![\w.])\.(pass|fail)\{[^}]*\}", "", template)
         template = template.replace("</style>", css + "</style>", 1)
-    model = report.view_model(metrics)
+    model = report_view.view_model(GateResults.from_dict(metrics))
     if verdict is not None:
         model["verdict"] = verdict
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
@@ -180,14 +181,14 @@ def failing(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_passing_report_in_a_browser(browser: Any, passing: dict[str, Any]) -> None:
-    _, seen = open_report(browser, report.render_html(passing), "pass")
+    _, seen = open_report(browser, report.render_html(GateResults.from_dict(passing)), "pass")
     assert_verdict_readable(seen, "PASS")
     assert_images_decoded(seen, 2)
     assert seen["failed"] == []
 
 
 def test_failing_report_in_a_browser(browser: Any, failing: dict[str, Any]) -> None:
-    _, seen = open_report(browser, report.render_html(failing), "fail")
+    _, seen = open_report(browser, report.render_html(GateResults.from_dict(failing)), "fail")
     assert_verdict_readable(seen, "FAIL")
     assert_images_decoded(seen, 4)  # golden and ground-truth panels of the two cases with a mask
     failed = [c for c in failing["checks"] if not c["passed"]]

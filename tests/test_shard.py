@@ -275,7 +275,7 @@ def test_merged_shards_equal_the_full_run(
     assert len(suite.findall(".//testcase")) == len(full_suite.findall(".//testcase"))
     assert {p.get("name"): p.get("value") for p in suite.iter("property")}["armgate.verdict"] == "pass"
     html = (out / "report.html").read_text()
-    assert "<h1>PASS</h1>" in html and "data:image/png;base64," in html  # overlays from the copied masks
+    assert "<h1>PASS</h1>" in html and "data:image/png;base64," in html  # overlays from the copied PNGs
 
 
 def copy_shard(folder: Path, to: Path, edit=None) -> Path:

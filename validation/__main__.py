@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "host": "validation.host_cli",
     "lock": "validation.lock",
     "build": "validation.build",
-    "compare": "validation.compare",
+    "compare": "validation.compare_cli",
     "acceptance": "validation.gate",
     "merge": "validation.merge",
 }

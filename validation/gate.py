@@ -34,8 +34,10 @@ from validation import (
     contract,
     engine,
     model_check,
+    overlays,
     profiles,
     progress,
+    results,
     run,
     shard,
     verdict,
@@ -62,22 +64,6 @@ class GateConfig:
 
 
 @dataclass
-class Comparison:
-    reference: Path
-    tolerances: dict[str, float]
-    result: compare.ComparisonResult
-    outcomes: list[compare.CheckOutcome]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reference": str(self.reference),
-            "tolerances": self.tolerances,
-            "result": self.result.to_dict(),
-            "outcomes": [outcome.to_dict() for outcome in self.outcomes],
-        }
-
-
-@dataclass
 class GateSession:
     """Shared state of one gate run; fixtures hand it to the checks, which never redo its work."""
 
@@ -90,7 +76,7 @@ class GateSession:
     pins: list[dict[str, Any]] = field(default_factory=list)  # what test_pin recorded, for the report
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
-    _comparisons: dict[tuple[str, str], Comparison] = field(default_factory=dict)
+    _comparisons: dict[tuple[str, str], results.Comparison] = field(default_factory=dict)
     _image_facts: engine.ImageFacts | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
     _progress: dict[str, progress.Step] = field(default_factory=dict)  # "container"/"host" runs
@@ -212,7 +198,7 @@ class GateSession:
             pytest.skip(f"{NOT_EVALUATED}the app wrote no {filename} (see test_outputs[{name}])")
         return path
 
-    def comparison(self, name: str, kind: str) -> Comparison:
+    def comparison(self, name: str, kind: str) -> results.Comparison:
         """The container's mask against a reference ("golden", "ground_truth" or the "host" run's mask)."""
         key = (name, kind)
         if key not in self._comparisons:
@@ -225,8 +211,11 @@ class GateSession:
             else:
                 reference = case.reference(kind)
             tolerances = case.tolerances[kind]
-            result, outcomes = compare.gate(mask, reference, tolerances, labels=case.labels, names=self.names)
-            self._comparisons[key] = Comparison(reference, tolerances, result, outcomes)
+            # the overlay is drawn now, from the masks loaded for the comparison: nothing keeps them after
+            self._comparisons[key] = overlays.compare_with_overlay(
+                kind, mask, reference, tolerances, dicom_dir=case.dicom_dir, out_dir=self.case_dir(name),
+                labels=case.labels, names=self.names, window=self.config.app.window_hu,
+            )  # fmt: skip
         return self._comparisons[key]
 
     def seg_outcomes(self, name: str) -> list[compare.CheckOutcome]:
@@ -249,28 +238,29 @@ class GateSession:
         future = self._runs.get(key)
         return future.result() if future is not None and future.done() and not future.exception() else None
 
+    def case_result(self, case: cases.Case) -> results.CaseResult:
+        container, host = (self._finished((case.name, where)) for where in ("container", "host"))
+        mask = container.output_dir / self.config.app.mask if container else None
+        return results.CaseResult(
+            case.name,
+            str(case.dicom_dir),
+            str(mask) if mask and mask.is_file() else None,
+            results.RunSummary.from_dict(_run_dict(container)),
+            results.RunSummary.from_dict(_run_dict(host)),
+            {kind: c for (name, kind), c in self._comparisons.items() if name == case.name and c is not None},
+            tuple(self._seg[case.name]) if case.name in self._seg else None,
+        )
+
     def metrics(
-        self, started: datetime.datetime, seconds: float, outcome: verdict.Verdict, scope: verdict.Scope
+        self,
+        started: datetime.datetime,
+        seconds: float,
+        outcome: verdict.Verdict,
+        scope: verdict.Scope,
+        case_results: list[results.CaseResult],
     ) -> dict[str, Any]:
         facts = self._image_facts
-        per_case = {}
-        for case in self.config.cases:
-            container, host = (self._finished((case.name, where)) for where in ("container", "host"))
-            mask = container.output_dir / self.config.app.mask if container else None
-            per_case[case.name] = {
-                "dicom_dir": str(case.dicom_dir),
-                "output_mask": str(mask) if mask and mask.is_file() else None,
-                "run": _run_dict(container),
-                "host_run": _run_dict(host),
-                "comparisons": {
-                    kind: comparison.to_dict()
-                    for (name, kind), comparison in self._comparisons.items()
-                    if name == case.name and comparison is not None
-                },
-                "seg": {"outcomes": [o.to_dict() for o in self._seg[case.name]]}
-                if case.name in self._seg
-                else None,
-            }
+        per_case = {case.name: case.to_dict() for case in case_results}
         return {
             "verdict": outcome.name,
             "counts": outcome.to_dict(),
@@ -431,12 +421,14 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     interrupted = session.interrupted
     scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)), scope.shard)
     outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
-    metrics = session.metrics(started, time.monotonic() - clock, outcome, scope)
+    case_results = [session.case_result(case) for case in config.cases]
+    metrics = session.metrics(started, time.monotonic() - clock, outcome, scope, case_results)
     (config.reports / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     junit_extra = shard.junit_properties(metrics)
     verdict.add_junit_properties(config.reports / "junit.xml", outcome, scope, junit_extra)
-    html = report.write_report(metrics, config.reports)
-    print(report.console_summary(metrics))
+    gated = results.GateResults.from_dict(metrics, case_results)  # the cases with their overlays in memory
+    html = report.write_report(gated, config.reports)
+    print(report.console_summary(gated))
     print(f"report: {html}")
     return outcome.exit_code
 

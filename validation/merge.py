@@ -19,6 +19,7 @@ from typing import Any
 
 from validation import build, verdict
 from validation.errors import GateError
+from validation.results import GateResults
 
 JUNIT, METRICS = "junit.xml", "metrics.json"
 
@@ -241,8 +242,9 @@ def main(argv: list[str]) -> int:
             "armgate.case_set": first.shard["case_set"]["sha256"],
         },
     )
-    html = report.write_report(metrics, out)
+    merged = GateResults.from_dict(metrics)  # overlays: the shards' PNGs, copied with cases/
+    html = report.write_report(merged, out)
     print(f"merged {len(shards)} shards of {len(first.shard['case_set']['names'])} cases")
-    print(report.console_summary(metrics))
+    print(report.console_summary(merged))
     print(f"report: {html}")
     return outcome.exit_code
