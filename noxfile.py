@@ -104,7 +104,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def fixtures(session: nox.Session) -> None:
-    """Regenerate the fixture cases, model and goldens (--check: fail if they differ from git)."""
+    """Regenerate the fixture cases, model and goldens (--check: fail if they differ from git); the model
+    is exported in the bullseye-torch1.8 image (`nox -s build -- --profile bullseye-torch1.8`)."""
     install_groups(session, "harness", app=True)
     session.run("python", "-m", "fixtures.generate", *session.posargs, env=QUIET_WARNINGS)
 

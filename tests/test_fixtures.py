@@ -1,6 +1,8 @@
 """The fixture cases and model: deterministic, valid CT DICOM, consistent geometry, and segmentable.
 
 The Dice tests run the real app CLI on the host (~10 s per case); they skip only when app/ is absent.
+The model is exported inside the torch-1.8 image (the session's `torch18_image`): those tests are
+marked docker and slow (about a minute of emulated torch each).
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 from conftest import IN_CI
 
 from fixtures import generate, limits
-from fixtures.make_model import build_model, save_model
+from fixtures.make_model import build_network, model_constants
 from fixtures.phantom import FIXTURES_DIR, check_layout, load_config
-from validation import compare
+from fixtures.segmenter import network
+from validation import compare, model_check
+from validation.build import BuildRecord
 
 CASES = sorted(load_config()["cases"])
+MODEL_FILE = FIXTURES_DIR / "model" / "model.ts"
 APP_PRESENT = (generate.REPO_ROOT / "app" / "__main__.py").is_file()
 
 # CT Image IOD (PS3.3 A.3): Type 1 attributes must hold a value, Type 2 ones must be present.
@@ -74,16 +80,13 @@ def test_layout_keeps_tissues_apart() -> None:
 
 
 def test_generation_is_byte_identical(tmp_path: Path) -> None:
-    """Two generations of a case and of the model give the same bytes (goldens are carried over)."""
+    """Two generations of a case give the same bytes (goldens are carried over); the model's export
+    gives the committed bytes (test_check_names_each_modified_file)."""
     config = load_config()
-    digests = []
+    model, digest = MODEL_FILE, _case_toml("two-series")["provenance"]["model_sha256"]
     for run in ("a", "b"):
-        model = tmp_path / run / "model.ts"
-        digest = save_model(build_model(config), model)
         generate.generate_case(config, "two-series", tmp_path / run / "case", model, digest,
                                golden_from=_case_dir("two-series"))
-        digests.append(digest)
-    assert digests[0] == digests[1]
     first = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     second = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert first == second
@@ -91,6 +94,41 @@ def test_generation_is_byte_identical(tmp_path: Path) -> None:
         assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes(), relative
     committed = sorted(p.name for p in (_case_dir("two-series") / "dicom").iterdir())
     assert sorted(p.name for p in (tmp_path / "a" / "case" / "dicom").iterdir()) == committed
+
+
+def test_committed_model_is_the_network_written_by_torch_18() -> None:
+    """model.ts computes exactly what the nn.Module of fixtures/segmenter.py computes with
+    phantoms.toml's constants, is made of standard layers, and carries no record of a newer torch."""
+    config = load_config()
+    scripted = torch.jit.load(str(MODEL_FILE), map_location="cpu").eval()
+    other = dict(model_constants(config), snap=0.3)  # another snap split: the comparison can fail
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand((1, 1, 24, 40, 32), generator=generator) * 1.2 - 0.1
+    with torch.no_grad():
+        expected, output = build_network(config)(x), scripted(x)
+        assert torch.equal(output, expected)
+        assert not torch.equal(network(other)(x).argmax(1), expected.argmax(1))
+    kinds = {type(module).__name__ for module in build_network(config).modules()}
+    assert {"Conv3d", "ReplicationPad3d", "MaxPool3d"} <= kinds, kinds
+    facts = model_check.archive_facts(MODEL_FILE)
+    assert facts.file_format == "5" and facts.writer == "no newer-torch records", facts.describe()
+
+
+@pytest.mark.docker
+def test_a_missing_export_image_is_one_line_naming_the_build(
+    docker_host: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--check without the torch-1.8 image: exit 2, one line naming the image and the build that makes it."""
+    root = tmp_path / "fixtures"
+    shutil.copytree(FIXTURES_DIR / "model", root / "model")
+    before = (root / "model" / "model.ts").read_bytes()
+    absent = "armgate/multiorgan-seg:never-built-by-any-test"
+    code = generate.main(["--check", "--no-goldens", "--root", str(root), "--case", "standard",
+                          "--export-image", absent])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert absent in lines[0] and "nox -s build -- --profile bullseye-torch1.8" in lines[0], lines[0]
+    assert (root / "model" / "model.ts").read_bytes() == before
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -231,9 +269,27 @@ def test_app_segments_every_organ(name: str, tmp_path: Path) -> None:
     assert generate.same_content(mask, case_dir / "reference" / "golden.nii.gz"), "golden is stale"
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 @pytest.mark.skipif(not APP_PRESENT, reason="app/ not present")
-def test_check_names_each_modified_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--check regenerates (app included) and names a corrupted golden and an altered DICOM file."""
+def test_check_names_each_modified_file(
+    torch18_image: BuildRecord,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--check regenerates (the model's export in the torch-1.8 image and the app included): the export
+    is byte-identical to the committed model.ts, and it names a model that is not that export, a
+    corrupted golden and an altered DICOM file."""
+    exported: list[bytes] = []
+
+    def write_model(config: dict, path: Path, export_image: str | None = None) -> str:
+        digest = real_write_model(config, path, export_image)
+        exported.append(path.read_bytes())
+        return digest
+
+    real_write_model = generate.write_model
+    monkeypatch.setattr(generate, "write_model", write_model)
     root = tmp_path / "fixtures"
     shutil.copytree(FIXTURES_DIR / "model", root / "model")
     shutil.copytree(_case_dir("standard"), root / "cases" / "standard")
@@ -245,12 +301,17 @@ def test_check_names_each_modified_file(tmp_path: Path, capsys: pytest.CaptureFi
     data = bytearray(dicom.read_bytes())
     data[-100] ^= 0x01  # one pixel value
     dicom.write_bytes(bytes(data))
+    # the same network scripted by the host's torch: it computes the same, but is not the torch-1.8 export
+    torch.jit.script(build_network(load_config())).save(str(root / "model" / "model.ts"))
 
-    assert generate.main(["--check", "--root", str(root), "--case", "standard"]) == 1
+    args = ["--check", "--root", str(root), "--case", "standard", "--export-image", torch18_image.image_id]
+    assert generate.main(args) == 1
     err = capsys.readouterr().err
+    assert "model/model.ts (differs)" in err
     assert "cases/standard/reference/golden.nii.gz (differs)" in err
     assert f"cases/standard/dicom/{dicom.name} (differs)" in err
-    assert "2 file(s) differ" in err
+    assert "3 file(s) differ" in err
+    assert exported == [MODEL_FILE.read_bytes()], "the export is not the committed model.ts, byte for byte"
 
 
 def test_content_comparison_ignores_meaningless_differences(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 A Conv3d network scripted by the host's torch 2 is refused by torch 1.8.1 (the torch-1.x profile)
 with one line naming the archive and the image's torch, and taken by the default profile's torch.
+The fixture model, an ordinary Conv3d network exported by torch 1.8.1, is taken by both.
 """
 
 from __future__ import annotations
@@ -145,3 +146,13 @@ def test_fixture_model_passes_the_check_on_torch18(torch18_image: BuildRecord) -
     check = model_check.check_model(torch18_image.image_id, APP.default_model, APP)
     assert check.ok, check.line
     assert check.torch == "1.8.1" and check.output_shape == (1, 14, 96, 96, 96)
+    assert "no newer-torch records" in check.line, check.line  # written by torch 1.8.1 itself
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_fixture_model_passes_the_check_on_bookworm(built_image: BuildRecord) -> None:
+    """The same file, written by torch 1.8.1, in the default profile's torch 2."""
+    check = model_check.check_model(built_image.image_id, APP.default_model, APP)
+    assert check.ok, check.line
+    assert check.torch.startswith("2.") and check.output_shape == (1, 14, 96, 96, 96)
