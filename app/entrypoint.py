@@ -20,6 +20,7 @@ from typing import List, Optional
 
 from app_config import MASK_FILE_NAME, SEG_FILE_NAME
 from input_checks import AppInputError, check_input_dir, check_output_dir, prepare_workdir, resolve_model_file
+from stages import INPUT_CHECKS, stage
 
 PROGRAM = "multiorgan-seg"
 EXIT_INPUT_ERROR = 2
@@ -101,9 +102,10 @@ def run(argv: List[str]) -> None:
     model_path = Path(context.model_path).absolute()
     output_dir = Path(context.output_path).absolute()
 
-    dicom_files = check_input_dir(input_dir)
-    model_file = resolve_model_file(model_path)
-    check_output_dir(output_dir)
+    with stage(INPUT_CHECKS):
+        dicom_files = check_input_dir(input_dir)
+        model_file = resolve_model_file(model_path)
+        check_output_dir(output_dir)
     logger.info("determinism: %s", configure_torch(thread_count()))
     workdir = prepare_workdir(context.workdir)
 
