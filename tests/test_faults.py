@@ -412,6 +412,16 @@ def test_a_host_run_that_times_out_keeps_what_the_app_logged(tmp_path: Path) -> 
     assert "timed out after 10 s in stage 'DICOM load'" in result.failure(), result.failure()
 
 
+def test_only_a_measurement_mounts_an_app_over_the_image(tmp_path: Path) -> None:
+    """The gate's command runs the image's own app; stage_times may mount an edited one, read-only."""
+    args = ("img", "armgate-run-x", APP.mounts, STANDARD / "dicom", MODEL, tmp_path)
+    gated = run.docker_run_command(*args)
+    assert not any(APP.install_dir in part for part in gated), gated
+    measured = run.docker_run_command(*args, app_overlay=(APP.source, APP.install_dir))
+    assert measured[: len(gated) - 1] == gated[:-1] and measured[-1] == "img"
+    assert f"{APP.source}:{APP.install_dir}:ro" in measured
+
+
 # ------------------------------------------------------------------- profiles, the lock, the engine
 
 

@@ -109,6 +109,8 @@ def docker_run_command(
         "-v", f"{model.resolve()}:{mounts.model}:ro",
         "-v", f"{output_dir.resolve()}:{mounts.output}",
     ]  # fmt: skip
+    if app_overlay is not None:
+        options += ["-v", f"{app_overlay[0].resolve()}:{app_overlay[1]}:ro"]
     return engine.run_argv(name, options, image)
 
 

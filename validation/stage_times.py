@@ -57,7 +57,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = Path(args.model) if args.model else app.default_model
     with tempfile.TemporaryDirectory(prefix="armgate-fov-") as scratch:
         folder = Path(scratch)
-        dicom = write_fov_series(folder, args.rows, args.fov_mm, args.slices, args.slice_mm)
+        if args.dicom:
+            dicom = Path(args.dicom)
+        else:
+            dicom = write_fov_series(Path(args.keep) if args.keep else folder, args.rows, args.fov_mm,
+                                     args.slices, args.slice_mm)  # fmt: skip
         output = run.writable_output_dir(folder, "out")
         if args.image:
             overlay = Path(args.app_dir) if args.app_dir else None
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-mm", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep", help="write the generated series under this folder (to reuse with --dicom)")
+    parser.add_argument("--dicom", help="measure this series instead of generating one")
     args = parser.parse_args(argv)
     figures = measure(args)
     for name, seconds in figures["stages"].items():
