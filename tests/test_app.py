@@ -303,6 +303,8 @@ def test_a_log_cut_during_a_window_names_that_window(standard_run: AppRun) -> No
         ((96, 97, 95), 0.25),
         ((333, 333, 200), 0.5),
         ((50, 50, 50), 0.0),
+        ((241, 168, 97), 0.25),  # one voxel past 3 steps of 72: a fourth window; exactly 1 step: two
+        ((145, 96, 40), 0.5),
     ],
 )
 def test_window_count_is_monai_sliding_window_count(size: tuple[int, int, int], overlap: float) -> None:
