@@ -23,7 +23,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 logger = logging.getLogger("stages")
 
 # The stages in the order the app runs them; {placeholders} are filled per window and per output.
+IMPORTS = "imports"  # torch, MONAI and the SDK: minutes under emulation
 INPUT_CHECKS = "input checks"  # every file's header, the model loads, the output folder is writable
+APP_SET_UP = "app set-up"  # the operators' modules imported, the SDK application composed
 DICOM_LOAD = "DICOM load"
 SERIES_SELECTION = "series selection"
 SERIES_TO_VOLUME = "series to volume"
@@ -32,7 +34,9 @@ INFERENCE_WINDOW = "inference window {window}/{windows}"  # {window} is "k", or 
 POST_TRANSFORMS = "post-transforms"  # softmax, argmax, invert back to the input grid
 WRITE_OUTPUT = "write {output}"
 STAGES = (
+    IMPORTS,
     INPUT_CHECKS,
+    APP_SET_UP,
     DICOM_LOAD,
     SERIES_SELECTION,
     SERIES_TO_VOLUME,
@@ -41,7 +45,7 @@ STAGES = (
     POST_TRANSFORMS,
     WRITE_OUTPUT,
 )
-# Where a log without any stage line was: interpreter and library imports, before the first stage.
+# Where a log without any stage line was: the interpreter starting, before the first stage.
 START_UP = "start-up"
 
 _STARTED = "stage '{name}' started"

@@ -260,7 +260,9 @@ def test_each_stage_logs_its_start_and_wall_time(standard_run: AppRun) -> None:
         assert len(lines) == 2 and lines[0] is None and lines[1] is not None and lines[1] >= 0, (name, lines)
     windows = [name for name in names if name.startswith("inference window ")]
     expected = [
+        stages.IMPORTS,
         stages.INPUT_CHECKS,
+        stages.APP_SET_UP,
         stages.DICOM_LOAD,
         stages.SERIES_SELECTION,
         stages.SERIES_TO_VOLUME,
