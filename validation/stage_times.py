@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure(args)
     for name, seconds in figures["stages"].items():
         print(f"{seconds:9.2f} s  {name}")
-    print(f"{figures['outside_stages_s']:9.2f} s  outside the stages (start-up: imports, model, SDK)")
+    outside = "interpreter start, SDK between operators" + ("" if figures["ok"] else ", the stage cut short")
+    print(f"{figures['outside_stages_s']:9.2f} s  outside the finished stages ({outside})")
     status = "" if figures["ok"] else " (failed)"
     print(f"{figures['seconds']:9.2f} s  the whole {figures['where']} run{status}")
     if not figures["ok"]:
