@@ -20,6 +20,7 @@ from typing import List, Optional
 
 from app_config import MASK_FILE_NAME, SEG_FILE_NAME
 from input_checks import AppInputError, check_input_dir, check_output_dir, prepare_workdir, resolve_model_file
+from stages import APP_SET_UP, IMPORTS, INPUT_CHECKS, stage
 
 PROGRAM = "multiorgan-seg"
 EXIT_INPUT_ERROR = 2
@@ -92,8 +93,9 @@ def _last_line(error: BaseException, limit: int = 300) -> str:
 
 def run(argv: List[str]) -> None:
     """Validates everything it can, then runs the SDK application; raises on any failure."""
-    from monai.deploy.cli.main import parse_args
-    from monai.deploy.core.app_context import AppContext
+    with stage(IMPORTS):
+        from monai.deploy.cli.main import parse_args
+        from monai.deploy.core.app_context import AppContext
 
     args = parse_args(argv, default_command="exec")
     context = AppContext(vars(args))
@@ -101,17 +103,19 @@ def run(argv: List[str]) -> None:
     model_path = Path(context.model_path).absolute()
     output_dir = Path(context.output_path).absolute()
 
-    dicom_files = check_input_dir(input_dir)
-    model_file = resolve_model_file(model_path)
-    check_output_dir(output_dir)
+    with stage(INPUT_CHECKS):
+        dicom_files = check_input_dir(input_dir)
+        model_file = resolve_model_file(model_path)
+        check_output_dir(output_dir)
     logger.info("determinism: %s", configure_torch(thread_count()))
     workdir = prepare_workdir(context.workdir)
 
-    from seg_app import MultiOrganSegApp
-
     _remove_results(output_dir)
     try:
-        app = MultiOrganSegApp(input_dir, dicom_files)
+        with stage(APP_SET_UP):
+            from seg_app import MultiOrganSegApp
+
+            app = MultiOrganSegApp(input_dir, dicom_files)
         app.run(
             log_level=args.log_level,
             input=str(input_dir),

@@ -8,8 +8,11 @@ from typing import Any, Sequence
 import monai.deploy.core as md
 from app_config import load_series_selection_text
 from monai.deploy.core import Application
-from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesToVolumeOperator
-from operators.dicom_input import CTAxialSeriesSelectorOperator, VettedDICOMDataLoaderOperator
+from operators.dicom_input import (
+    CTAxialSeriesSelectorOperator,
+    TimedSeriesToVolumeOperator,
+    VettedDICOMDataLoaderOperator,
+)
 from operators.multiorgan_seg_operator import MultiOrganSegOperator
 from operators.result_writers import NiftiMaskWriterOperator, OrganSegWriterOperator
 
@@ -36,7 +39,7 @@ class MultiOrganSegApp(Application):
     def compose(self) -> None:
         loader = VettedDICOMDataLoaderOperator(self._dicom_files)
         selector = CTAxialSeriesSelectorOperator(load_series_selection_text(), self._input_dir)
-        to_volume = DICOMSeriesToVolumeOperator()
+        to_volume = TimedSeriesToVolumeOperator()
         segmenter = MultiOrganSegOperator()
         nifti_writer = NiftiMaskWriterOperator()
         seg_writer = OrganSegWriterOperator()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+
+from app import stages
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "app"
@@ -243,6 +246,84 @@ def test_non_axial_ct_series_is_not_selected(tmp_path: Path) -> None:
     check_seg(run, grid, check_mask_on_input_grid(run, grid))
 
 
+def _without_times(log: str) -> list[tuple[str, bool]]:
+    return [(name, seconds is None) for name, seconds in stages.parse(log)]
+
+
+def test_each_stage_logs_its_start_and_wall_time(standard_run: AppRun) -> None:
+    """One 'started' and one 'took' line per stage, in pipeline order; every window call counted."""
+    assert_succeeded(standard_run)
+    found = stages.parse(standard_run.stdout)
+    names = list(dict.fromkeys(name for name, _ in found))
+    for name in names:
+        lines = [seconds for stage, seconds in found if stage == name]
+        assert len(lines) == 2 and lines[0] is None and lines[1] is not None and lines[1] >= 0, (name, lines)
+    windows = [name for name in names if name.startswith("inference window ")]
+    expected = [
+        stages.IMPORTS,
+        stages.INPUT_CHECKS,
+        stages.APP_SET_UP,
+        stages.DICOM_LOAD,
+        stages.SERIES_SELECTION,
+        stages.SERIES_TO_VOLUME,
+        stages.PRE_TRANSFORMS,
+        *windows,
+        stages.POST_TRANSFORMS,
+        stages.WRITE_OUTPUT.format(output="mask.nii.gz"),
+        stages.WRITE_OUTPUT.format(output="seg.dcm"),
+    ]
+    assert names == expected
+    size = re.search(r"Model input (\d+)x(\d+)x(\d+) voxels", standard_run.stdout)
+    assert size, "the app logs the size its windows slide over"
+    total = stages.window_count([int(n) for n in size.groups()], (96, 96, 96), 0.25)
+    covered = []
+    for name in windows:  # "inference window k/n" or "k-l/n": consecutive, ending at n
+        span, of = name.removeprefix("inference window ").split("/")
+        first, _, last = span.partition("-")
+        covered += list(range(int(first), int(last or first) + 1))
+        assert int(of) == total, name
+    assert covered == list(range(1, total + 1)), windows
+    assert stages.stage_reached(standard_run.stdout) == "after stage 'write seg.dcm'"
+
+
+def test_a_log_cut_during_a_window_names_that_window(standard_run: AppRun) -> None:
+    """The parser the gate uses on a timed-out run's log, on this app's real log cut short."""
+    lines = standard_run.stdout.splitlines()
+    started = next(i for i, line in enumerate(lines) if "stage 'inference window 1" in line)
+    window = stages.parse(lines[started])[0][0]
+    assert stages.stage_reached("\n".join(lines[: started + 1])) == f"in stage '{window}'"
+    assert stages.stage_reached("\n".join(lines[:started])) == f"after stage '{stages.PRE_TRANSFORMS}'"
+    before_any = [line for line in lines if "stage '" not in line][:3]
+    assert stages.stage_reached("\n".join(before_any)) == "in start-up, before the first stage"
+
+
+@pytest.mark.parametrize(
+    ("size", "overlap"),
+    [
+        ((112, 88, 64), 0.25),
+        ((234, 174, 20), 0.25),
+        ((96, 97, 95), 0.25),
+        ((333, 333, 200), 0.5),
+        ((50, 50, 50), 0.0),
+        ((241, 168, 97), 0.25),  # one voxel past 3 steps of 72: a fourth window; exactly 1 step: two
+        ((145, 96, 40), 0.5),
+    ],
+)
+def test_window_count_is_monai_sliding_window_count(size: tuple[int, int, int], overlap: float) -> None:
+    """What the app logs as n, and what the gate sizes timeouts with, is what MONAI runs."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    calls = []
+
+    def count(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(int(batch.shape[0]))
+        return batch
+
+    sliding_window_inference(torch.zeros(1, 1, *size), (96, 96, 96), 64, count, overlap=overlap)
+    assert stages.window_count(size, (96, 96, 96), overlap) == sum(calls)
+
+
 def test_same_input_gives_byte_identical_mask(standard_run: AppRun, tmp_path: Path) -> None:
     """Also the locked-down set-up: SDK work files under MONAI_WORKDIR (a tmpfs in the image), none left."""
     assert_succeeded(standard_run)
@@ -252,6 +333,7 @@ def test_same_input_gives_byte_identical_mask(standard_run: AppRun, tmp_path: Pa
     )
     assert_succeeded(second)
     assert workdir.is_dir() and not any(workdir.iterdir()), "the run must clean up its work folder"
+    assert _without_times(second.stdout) == _without_times(standard_run.stdout), "stage lines differ"
     first_bytes = (standard_run.output / "mask.nii.gz").read_bytes()
     assert first_bytes == (second.output / "mask.nii.gz").read_bytes()
     assert first_bytes[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"

@@ -9,10 +9,12 @@ copied into tmp_path before anything is altered.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from validation import build, contract, engine, lock, profiles, run
+from app import stages
+from validation import build, cases, contract, engine, lock, profiles, run
+from validation.errors import GateError
 
 ROOT = profiles.ROOT
 APP = contract.load()
@@ -343,6 +347,82 @@ def test_gate_refuses_an_unknown_case_toml_key(tmp_path: Path) -> None:
     assert_one_line(result, 2, "armgate:", case_toml, "unknown field 'run.timeout'")
 
 
+def test_gate_refuses_a_case_timeout_that_is_not_seconds(tmp_path: Path) -> None:
+    folder = copy_case(tmp_path)
+    edit_case_toml(folder / "standard", "timeout_s = 900", 'timeout_s = "15 min"')
+    result = invoke(gate_args(tmp_path / "acceptance", "--cases", str(folder), "--image", "any:0"), tmp_path)
+    case_toml = str(folder / "standard" / "case.toml")
+    assert_one_line(result, 2, "armgate:", case_toml, "field 'run.timeout_s' must be seconds > 0")
+
+
+# ------------------------------------------------------------------ case timeouts and where runs stop
+
+
+def test_a_case_without_timeout_gets_one_scaled_with_its_windows(tmp_path: Path) -> None:
+    """The contract's [run] model sizes the timeout from the series' extent; timeout_s overrides it."""
+    model = cases.run_time(APP)
+    assert model is not None, "container/app.toml has a [run] table"
+    folder = copy_case(tmp_path)
+    explicit = cases.discover(folder, APP)[0]
+    assert explicit.timeout_s == 900 and "case.toml" in explicit.timeout_basis
+    edit_case_toml(folder / "standard", "timeout_s = 900\n", "")
+    scaled = cases.discover(folder, APP)[0]
+    windows = cases.estimated_windows(cases.series_extent_mm(scaled.dicom_dir), model)
+    assert windows == 4  # 128 x 128 pixels of 1.5 mm, 64 slices of 2 mm: 2 x 2 x 1 windows of 96^3
+    assert scaled.timeout_s == model.timeout_s(windows) and f"{windows} windows" in scaled.timeout_basis
+    # a clinical field of view (512 x 512 over 50 cm, 20 slices of 2 mm) has 25 windows: a longer limit
+    assert cases.estimated_windows((500.0, 500.0, 40.0), model) == 25
+    assert model.timeout_s(25) > model.timeout_s(windows) > model.margin * model.start_s
+
+
+def test_a_broken_run_time_model_is_one_line_naming_the_contract(tmp_path: Path) -> None:
+    broken = dataclasses.replace(APP, run_time={**APP.run_time, "seconds_per_window": "slow"})
+    with pytest.raises(GateError, match=r"app\.toml: field 'run\.seconds_per_window' must be a number"):
+        cases.run_time(broken)
+
+
+@pytest.mark.parametrize(
+    ("log", "where"),
+    [
+        ("[INFO] (stages) - stage 'inference window 7/15' started\n", "in stage 'inference window 7/15'"),
+        (
+            "stage 'pre-transforms' started\nstage 'pre-transforms' took 12.50 s\n",
+            "after stage 'pre-transforms'",
+        ),
+        ("Going to initiate execution of operator\n", "in start-up, before the first stage"),
+        ("", "in start-up, before the first stage"),
+    ],
+    ids=["inside-a-window", "between-stages", "before-any-stage", "no-output"],
+)
+def test_a_timed_out_run_names_the_stage_it_reached(log: str, where: str) -> None:
+    result = run.RunResult("container", Path("out"), None, 900.4, timed_out=True, logs=log)
+    assert result.failure().startswith(f"container run timed out after 900 s {where}; "), result.failure()
+
+
+def test_a_host_run_that_times_out_keeps_what_the_app_logged(tmp_path: Path) -> None:
+    """The host run's log, cut by its timeout, still says where the app was (a stand-in app that
+    starts a stage and hangs)."""
+    (tmp_path / "__main__.py").write_text(
+        "import sys, time\n"
+        f"print({stages.DICOM_LOAD!r}.join((\"stage '\", \"' started\")), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    hanging = dataclasses.replace(APP, source=tmp_path, main="__main__.py")
+    result = run.run_host(hanging, STANDARD / "dicom", MODEL, tmp_path / "out", timeout_s=10)
+    assert result.timed_out and "stage 'DICOM load' started" in result.logs, result.logs
+    assert "timed out after 10 s in stage 'DICOM load'" in result.failure(), result.failure()
+
+
+def test_only_a_measurement_mounts_an_app_over_the_image(tmp_path: Path) -> None:
+    """The gate's command runs the image's own app; stage_times may mount an edited one, read-only."""
+    args = ("img", "armgate-run-x", APP.mounts, STANDARD / "dicom", MODEL, tmp_path)
+    gated = run.docker_run_command(*args)
+    assert not any(APP.install_dir in part for part in gated), gated
+    measured = run.docker_run_command(*args, app_overlay=(APP.source, APP.install_dir))
+    assert measured[: len(gated) - 1] == gated[:-1] and measured[-1] == "img"
+    assert f"{APP.source}:{APP.install_dir}:ro" in measured
+
+
 # ------------------------------------------------------------------- profiles, the lock, the engine
 
 
@@ -410,7 +490,8 @@ def test_build_refuses_a_wheel_not_in_the_lock(built_image: build.BuildRecord, t
     ("edit", "reason"),
     [
         (('memory = "4g"', 'memory = "64m"'), "container run was killed by its memory limit"),
-        (("timeout_s = 900", "timeout_s = 3"), "container run timed out after 3 s"),
+        # the wall time includes the container's start: on a loaded machine 4 s for a 3 s limit
+        (("timeout_s = 900", "timeout_s = 3"), "container run timed out after "),
         (None, "container run exited with code 2: multiorgan-seg: error: input folder /input holds no DICOM"),
     ],
     ids=["killed-by-memory-limit", "hangs-past-timeout", "exits-non-zero"],
@@ -441,7 +522,11 @@ def test_gate_fails_a_container_fault(
     assert reason in metrics["cases"]["standard"]["run"]["failure"]
     log_tail = metrics["cases"]["standard"]["run"]["log_tail"]  # the app's last words, if it said any
     assert edit is not None or any("holds no DICOM" in line for line in log_tail), log_tail
-    assert (reports / "cases" / "standard" / "container.log").is_file()  # kept, a timeout included
+    kept = reports / "cases" / "standard" / "container.log"
+    assert kept.is_file()  # kept, a timeout included
+    if edit is not None and "timeout_s" in edit[1]:  # where the app was, from the kept log's stage lines
+        where = rf"timed out after \d+ s {re.escape(stages.stage_reached(kept.read_text()))}; "
+        assert re.search(where, metrics["cases"]["standard"]["run"]["failure"]), metrics["cases"]["standard"]
     assert "test_container_run[standard]" in result.stdout, result.stdout[-3000:]
     assert reason[:40] in result.stdout, result.stdout[-3000:]
 

@@ -10,12 +10,19 @@ Tolerances not given in case.toml come from validation/tolerances.toml.
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from app.stages import window_count
 from validation.contract import AppContract
 from validation.errors import GateError
 from validation.metrics import TOLERANCE_KEYS
@@ -50,6 +57,92 @@ CASE_SCHEMA = {
 
 
 @dataclass(frozen=True)
+class RunTime:
+    """How long the app takes on a series: a fixed start (imports, model, reading, writing) plus a
+    time per sliding window, both measured (README "Case timeouts"), times a stated margin."""
+
+    start_s: float
+    seconds_per_window: float
+    margin: float
+    window_spacing_mm: tuple[float, float, float]  # the grid the app resamples to before its windows
+    window_overlap: float
+    window: tuple[int, int, int]  # the model's input window (the contract's model.input_shape)
+
+    def timeout_s(self, windows: int) -> float:
+        return float(math.ceil(self.margin * (self.start_s + windows * self.seconds_per_window)))
+
+    def basis(self, windows: int) -> str:
+        return (
+            f"{self.margin:g} × ({self.start_s:g} s + {windows} windows × {self.seconds_per_window:g} s)"
+        )
+
+
+def run_time(app: AppContract) -> RunTime | None:
+    """The contract's [run] table, checked; None when it has none (cases then need timeout_s)."""
+    table = app.run_time
+    if not table:
+        return None
+    numbers = ("start_s", "seconds_per_window", "margin", "window_overlap")
+    spacing = table.get("window_spacing_mm")
+    bad = [key for key in numbers if not isinstance(table.get(key), int | float) or table[key] < 0]
+    numeric = isinstance(spacing, list) and all(isinstance(v, int | float) for v in spacing)
+    if not (numeric and len(spacing) == 3):
+        bad.append("window_spacing_mm")
+    if bad or len(app.model_input_shape) < 3:
+        raise GateError(
+            f"{app.path}: field 'run.{(bad or ['window_spacing_mm'])[0]}' must be a number >= 0 "
+            "(window_spacing_mm: [x, y, z] in mm); see README \"Case timeouts\""
+        )
+    return RunTime(
+        float(table["start_s"]),
+        float(table["seconds_per_window"]),
+        float(table["margin"]),
+        (float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        float(table["window_overlap"]),
+        tuple(app.model_input_shape[-3:]),
+    )
+
+
+def series_extent_mm(dicom_dir: Path, series_uid: str | None = None) -> tuple[float, float, float] | None:
+    """(columns, rows, slices) extent in mm of the series the app will pick (`series_uid`, else the
+    one with most images), from the headers; None when no series has a readable geometry."""
+    series: dict[str, list[Any]] = defaultdict(list)
+    for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, TypeError):
+            continue
+        if all(key in header for key in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient")):
+            series[str(header.get("SeriesInstanceUID", ""))].append(header)
+    if series_uid not in series:
+        series_uid = max(series, key=lambda uid: (len(series[uid]), uid), default=None)
+    if series_uid is None:
+        return None
+    headers = series[series_uid]
+    first = headers[0]
+    try:
+        rows, columns = int(first.Rows), int(first.Columns)
+        row_mm, column_mm = (float(v) for v in first.PixelSpacing)
+        orientation = np.asarray([float(v) for v in first.ImageOrientationPatient])
+        normal = np.cross(orientation[:3], orientation[3:])
+        along = sorted(float(np.dot(normal, [float(v) for v in h.ImagePositionPatient])) for h in headers)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if len(along) > 1:
+        step = (along[-1] - along[0]) / (len(along) - 1)
+    else:
+        step = float(first.get("SliceThickness") or 1.0)
+    return (columns * column_mm, rows * row_mm, len(along) * abs(step))
+
+
+def estimated_windows(extent_mm: tuple[float, float, float], model: RunTime) -> int:
+    """The windows of the whole field of view resampled to the app's grid: an upper bound, since the
+    app crops to the body first."""
+    size = [math.ceil(mm / spacing) for mm, spacing in zip(extent_mm, model.window_spacing_mm, strict=True)]
+    return window_count(size, model.window, model.window_overlap)
+
+
+@dataclass(frozen=True)
 class Case:
     name: str
     path: Path
@@ -61,6 +154,7 @@ class Case:
     references: dict[str, Path]  # "golden", "ground_truth" -> mask file
     description: str = ""
     expected_series_uid: str | None = None  # the series the app must pick (and its SEG reference)
+    timeout_basis: str = ""  # how timeout_s was set: case.toml, or scaled with the series' windows
 
     def reference(self, kind: str) -> Path:
         return self.references[kind]
@@ -77,8 +171,26 @@ def _read(path: Path) -> dict[str, Any]:
         raise GateError(f"{path}: not valid TOML ({error}); fix the syntax") from None
 
 
-def load_case(path: Path, known_labels: Iterable[int] | None = None) -> Case:
-    """One case folder, checked; `known_labels` (the app contract's) bound the case's labels."""
+def _timeout(
+    path: Path, data: dict[str, Any], default_s: float, dicom_dir: Path, model: RunTime | None
+) -> tuple[float, str]:
+    """case.toml's [run] timeout_s when it sets one; else scaled with the series' windows (the app
+    contract's [run] table); else the default of validation/tolerances.toml."""
+    explicit = data.get("run", {}).get("timeout_s")
+    if explicit is not None:
+        if not isinstance(explicit, int | float) or explicit <= 0:
+            raise GateError(f"{path / 'case.toml'}: field 'run.timeout_s' must be seconds > 0, e.g. 900")
+        return float(explicit), f"{path / 'case.toml'} [run] timeout_s"
+    extent = series_extent_mm(dicom_dir, data.get("input", {}).get("expected_series_instance_uid"))
+    if model is None or extent is None:
+        return float(default_s), f"{DEFAULTS_TOML.name} [run] timeout_s"
+    windows = estimated_windows(extent, model)
+    return model.timeout_s(windows), model.basis(windows)
+
+
+def load_case(path: Path, known_labels: Iterable[int] | None = None, model: RunTime | None = None) -> Case:
+    """One case folder, checked; `known_labels` (the app contract's) bound the case's labels, `model`
+    (its [run] table) sizes the timeout of a case that sets none."""
     defaults = _read(DEFAULTS_TOML)
     reject_unknown_keys(DEFAULTS_TOML, defaults, {**CASE_SCHEMA["tolerances"], "run": CASE_SCHEMA["run"]})
     data = _read(path / "case.toml")
@@ -108,17 +220,19 @@ def load_case(path: Path, known_labels: Iterable[int] | None = None) -> Case:
             raise GateError(
                 f"{reference}: reference mask missing; regenerate with `nox -s fixtures` or add it"
             )
+    timeout_s, timeout_basis = _timeout(path, data, defaults["run"]["timeout_s"], dicom_dir, model)
     return Case(
         name=path.name,
         path=path,
         dicom_dir=dicom_dir,
         labels=tuple(labels),
         tolerances=tolerances,
-        timeout_s=float(run["timeout_s"]),
+        timeout_s=timeout_s,
         memory=str(run["memory"]),
         references=references,
         description=str(data.get("description", "")),
         expected_series_uid=data.get("input", {}).get("expected_series_instance_uid"),
+        timeout_basis=timeout_basis,
     )
 
 
@@ -126,7 +240,10 @@ def discover(cases_dir: Path, app: AppContract | None = None) -> list[Case]:
     if not cases_dir.is_dir():
         raise GateError(f"{cases_dir}: cases folder not found; pass --cases DIR with one folder per case")
     known = app.labels if app is not None else None
-    found = [load_case(path, known) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()]
+    model = run_time(app) if app is not None else None
+    found = [
+        load_case(path, known, model) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()
+    ]
     if not found:
         raise GateError(f"{cases_dir}: no case folders (each needs a case.toml); see fixtures/README.md")
     return found

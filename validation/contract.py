@@ -8,7 +8,7 @@ an app (its outputs, labels, mounts, flags, display window) is written anywhere 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -27,6 +27,8 @@ SCHEMA = {
     "display": dict.fromkeys(("window_hu",)),
     "host": dict.fromkeys(("requirements",)),
     "model": dict.fromkeys(("input_shape",)),
+    # how long a case may run, when its case.toml sets no timeout_s (read by validation/cases.py)
+    "run": dict.fromkeys(("start_s", "seconds_per_window", "margin", "window_spacing_mm", "window_overlap")),
     "defaults": dict.fromkeys(("model", "cases")),
 }
 PLACEHOLDERS = ("{input}", "{model}", "{output}")
@@ -61,6 +63,7 @@ class AppContract:
     model_input_shape: tuple[int, ...]  # one window the app feeds its model: what the model check runs
     default_model: Path
     default_cases: Path
+    run_time: dict = field(default_factory=dict)  # the [run] table, checked by validation/cases.py
 
     @property
     def install_dir(self) -> str:
@@ -189,4 +192,5 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
         model_input_shape=tuple(shape),
         default_model=(here / defaults.str("model")).resolve(),
         default_cases=(here / defaults.str("cases")).resolve(),
+        run_time=dict(data.get("run", {})),
     )

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.stages import stage_reached, stage_times
 from validation import engine
 from validation.contract import AppContract, Mounts
 from validation.errors import GateError
@@ -53,15 +54,30 @@ class RunResult:
         """The app's last words, to say where it was when it failed or was stopped."""
         return [line for line in self.logs.strip().splitlines() if line.strip()][-lines:]
 
+    @property
+    def stage(self) -> str:
+        """Where the app was when its log ends ("in stage 'inference window 7/15'"): app/stages.py."""
+        return stage_reached(self.logs)
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall seconds of each stage the app finished, from its log."""
+        return stage_times(self.logs)
+
     def failure(self) -> str:
         """One line saying why the run did not succeed (empty when it did)."""
         last = (self.log_tail(1) or ["(no output)"])[0][:300]
         if self.cancelled:
             return f"{self.where} run was stopped: the gate was interrupted"
         if self.timed_out:
-            return f"{self.where} run timed out after {self.seconds:.0f} s; the app's last line: {last}"
+            return (
+                f"{self.where} run timed out after {self.seconds:.0f} s {self.stage}; "
+                f"the app's last line: {last}"
+            )
         if self.oom_killed:
-            return f"{self.where} run was killed by its memory limit; the app's last line: {last}"
+            return (
+                f"{self.where} run was killed by its memory limit {self.stage}; the app's last line: {last}"
+            )
         if self.exit_code != 0:
             return f"{self.where} run exited with code {self.exit_code}: {last}"
         return ""
@@ -78,10 +94,13 @@ def docker_run_command(
     platform: str = "linux/arm64",
     hardened: bool = True,
     labels: Mapping[str, str] | None = None,
+    app_overlay: tuple[Path, str] | None = None,
 ) -> list[str]:
     """The app contract's `docker run` (input and model read-only) plus the gate's limits (a pure
     function: unit-tested). The model file itself is mounted where the contract puts it, whatever
-    its name; an init runs as PID 1, so an app that aborts under QEMU exits instead of hanging."""
+    its name; an init runs as PID 1, so an app that aborts under QEMU exits instead of hanging.
+    `app_overlay` (folder, install dir) mounts an app folder read-only over the image's, to measure an
+    edited app without a rebuild (`python -m validation.stage_times`); the gate never passes it."""
     options = ["--platform", platform, "--shm-size=1G", "--init", *engine.label_args(labels or {})]
     options += ["--memory", memory, "--memory-swap", memory]
     options += HARDENED_FLAGS if hardened else ("--network", "none")
@@ -90,6 +109,8 @@ def docker_run_command(
         "-v", f"{model.resolve()}:{mounts.model}:ro",
         "-v", f"{output_dir.resolve()}:{mounts.output}",
     ]  # fmt: skip
+    if app_overlay is not None:
+        options += ["-v", f"{app_overlay[0].resolve()}:{app_overlay[1]}:ro"]
     return engine.run_argv(name, options, image)
 
 
@@ -116,11 +137,14 @@ def run_container(
     cancel: threading.Event | None = None,
     on_memory: Callable[[int], None] | None = None,
     facts: engine.ImageFacts | None = None,
+    app_overlay: Path | None = None,
 ) -> RunResult:
     """Run one case in the container and always remove it (removing it from outside ends the run).
 
     `cancel` set before the start means no container is created; set during the run, it ends it.
-    `facts`: the image as the caller already inspected it (a gate inspects once, not per case)."""
+    `facts`: the image as the caller already inspected it (a gate inspects once, not per case).
+    `app_overlay`: an edited app folder mounted read-only over the image's (measurements only; the
+    gate never mounts one)."""
     name = name or f"{CONTAINER_PREFIX}{uuid.uuid4().hex[:12]}"
     if cancel is not None and cancel.is_set():
         return RunResult("container", output_dir, None, 0.0, cancelled=True)
@@ -133,8 +157,9 @@ def run_container(
         )
     if not model.is_file():
         raise GateError(f"{model}: model file not found; pass --model PATH to a TorchScript model")
+    overlay = (app_overlay, app.install_dir) if app_overlay is not None else None
     command = docker_run_command(
-        image, name, app.mounts, input_dir, model, output_dir, memory, platform, hardened, labels
+        image, name, app.mounts, input_dir, model, output_dir, memory, platform, hardened, labels, overlay
     )
     started = time.monotonic()
     result = RunResult("container", output_dir, None, 0.0, command=command)
@@ -162,10 +187,18 @@ def run_host(app: AppContract, input_dir: Path, model: Path, output_dir: Path, t
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
         result.exit_code, result.logs = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as stopped:
+        # what the app wrote before it was stopped says where it was (bytes: the decoding never ran)
         result.timed_out = True
+        result.logs = "".join(_text(part) for part in (stopped.stdout, stopped.stderr))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _text(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output or ""
 
 
 def leftover_containers(label: str | None = None) -> list[str]:

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from input_checks import AppInputError, read_dicom
+from monai.deploy.core import ExecutionContext, InputContext, OutputContext
 from monai.deploy.core.domain.dicom_series import DICOMSeries
 from monai.deploy.core.domain.dicom_series_selection import SelectedSeries, StudySelectedSeries
 from monai.deploy.core.domain.dicom_study import DICOMStudy
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
+from monai.deploy.operators.dicom_series_to_volume_operator import DICOMSeriesToVolumeOperator
 from series_checks import check_decodable, check_series_headers
+from stages import DICOM_LOAD, SERIES_SELECTION, SERIES_TO_VOLUME, stage
 from volume_geometry import check_series_geometry, is_axial
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,10 @@ class VettedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     def __init__(self, dicom_files: Sequence[Path], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._dicom_files = [str(path) for path in dicom_files]
+
+    def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
+        with stage(DICOM_LOAD):
+            super().compute(op_input, op_output, context)
 
     def _list_files(self, path: Any, files: List[str]) -> None:
         files.extend(self._dicom_files)
@@ -126,6 +133,10 @@ class CTAxialSeriesSelectorOperator(DICOMSeriesSelectorOperator):
         super().__init__(rules, True, *args, **kwargs)
         self._input_dir = input_dir
 
+    def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
+        with stage(SERIES_SELECTION):
+            super().compute(op_input, op_output, context)
+
     def filter(self, selection_rules: Any, dicom_study_list: List[DICOMStudy], all_matched: bool = False):
         matches = super().filter(selection_rules, dicom_study_list, True)
         wanted_orientation = {
@@ -170,3 +181,11 @@ class CTAxialSeriesSelectorOperator(DICOMSeriesSelectorOperator):
             f"input folder {self._input_dir} has no CT axial series (found: {found}); "
             "fix: supply a study with an axial CT series, or adapt app/config/series_selection.json"
         )
+
+
+class TimedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
+    """The SDK's series-to-volume operator, timed as a stage of its own."""
+
+    def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
+        with stage(SERIES_TO_VOLUME):
+            super().compute(op_input, op_output, context)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, Hashable, Mapping
 
 import numpy as np
 import torch
 from app_config import HU_WINDOW, ROI_SIZE, SW_BATCH_SIZE, SW_OVERLAP, TARGET_SPACING_MM, label_names
 from input_checks import AppInputError
+from monai.data import DataLoader, Dataset, decollate_batch
 from monai.deploy.core import ExecutionContext, Image, InputContext, OutputContext
 from monai.deploy.operators.monai_seg_inference_operator import InMemImageReader, MonaiSegInferenceOperator
+from monai.inferers import sliding_window_inference
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -25,7 +28,10 @@ from monai.transforms import (
     Spacingd,
 )
 from monai.utils import MetaKeys, SpaceKeys
+from stages import POST_TRANSFORMS, PRE_TRANSFORMS, stage, window_count, window_label
 from volume_geometry import ras_affine_from_metadata
+
+logger = logging.getLogger(__name__)
 
 IMAGE_KEY = "image"
 PRED_KEY = "pred"
@@ -62,6 +68,22 @@ class CheckOutputd(MapTransform):
         return result
 
 
+class TimedWindows:
+    """The model as sliding_window_inference calls it, each call logged as a stage with its windows."""
+
+    def __init__(self, model: Callable[..., torch.Tensor], windows: int) -> None:
+        self.model = model
+        self.windows = windows
+        self.done = 0
+
+    def __call__(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        count = int(batch.shape[0])
+        with stage(window_label(self.done + 1, count, self.windows)):
+            prediction = self.model(batch, *args, **kwargs)
+        self.done += count
+        return prediction
+
+
 class MultiOrganSegOperator(MonaiSegInferenceOperator):
     """Segments the 13 BTCV organs; the output Image is a uint8 label map on the input's (D, H, W) grid.
 
@@ -87,7 +109,43 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
         if model is not None and model.predictor is None:
             model.predictor = torch.jit.load(model.path, map_location="cpu").eval()
         self._model_file = str(model.path) if model is not None else self.MODEL_LOCAL_PATH
-        super().compute(op_input, op_output, context)
+        if model is None:
+            model = torch.jit.load(self.MODEL_LOCAL_PATH, map_location="cpu").eval()
+        self._infer(op_input, op_output, model)
+
+    def _infer(self, op_input: InputContext, op_output: OutputContext, model: Callable[..., Any]) -> None:
+        """The SDK's compute (pre-transforms through its Dataset, sliding windows, post-transforms,
+        transposed back to D, H, W), with each part timed as a stage and each window call logged."""
+        input_image = op_input.get("image")
+        if not input_image:
+            raise ValueError("Input is None.")
+        metadata = self._convert_dicom_metadata_datatype(input_image.metadata())
+        image_name = str(metadata.get("SeriesInstanceUID", "Img_in_context"))
+        pre_transforms = self.pre_process(InMemImageReader(input_image))
+        post_transforms = self.post_process(pre_transforms)
+        dataset = Dataset(data=[{IMAGE_KEY: image_name}], transform=pre_transforms)
+        loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+        with torch.no_grad():
+            with stage(PRE_TRANSFORMS):
+                batch = next(iter(loader))
+            images = batch[IMAGE_KEY]
+            windows = window_count(images.shape[2:], ROI_SIZE, SW_OVERLAP)
+            size = "x".join(str(n) for n in images.shape[2:])
+            logger.info(
+                "Model input %s voxels at %s mm: %d windows of %s, %d per call",
+                size, TARGET_SPACING_MM, windows, ROI_SIZE, SW_BATCH_SIZE,
+            )  # fmt: skip
+            batch[PRED_KEY] = sliding_window_inference(
+                inputs=images,
+                roi_size=ROI_SIZE,
+                sw_batch_size=SW_BATCH_SIZE,
+                overlap=SW_OVERLAP,
+                predictor=TimedWindows(model, windows),
+            )
+            with stage(POST_TRANSFORMS):
+                result = next(post_transforms(item) for item in decollate_batch(batch))[PRED_KEY]
+                labels = np.squeeze(result.cpu().numpy(), 0).T.astype(np.uint8)
+        op_output.set(Image(labels, metadata), "seg_image")
 
     def _check_model_output(self, prediction: torch.Tensor) -> torch.Tensor:
         """Stops a model with another contract, whose argmax would otherwise be a silently wrong mask."""

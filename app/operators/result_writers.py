@@ -20,6 +20,7 @@ from monai.deploy.operators.dicom_seg_writer_operator import (
     DICOMSegmentationWriterOperator,
     SegmentDescription,
 )
+from stages import WRITE_OUTPUT, stage
 from volume_geometry import ras_affine_from_metadata
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class NiftiMaskWriterOperator(Operator):
     """Writes the label map as mask.nii.gz on the input series' voxel grid, with a RAS affine."""
 
     def compute(self, op_input: InputContext, op_output: OutputContext, context: ExecutionContext) -> None:
+        with stage(WRITE_OUTPUT.format(output=MASK_FILE_NAME)):
+            self._write(op_input, op_output)
+
+    def _write(self, op_input: InputContext, op_output: OutputContext) -> None:
         seg_image = op_input.get("seg_image")
         output_path = Path(op_output.get().path) / MASK_FILE_NAME
         labels = np.asarray(seg_image.asnumpy())
@@ -130,6 +135,10 @@ class OrganSegWriterOperator(DICOMSegmentationWriterOperator):
         return description
 
     def create_dicom_seg(self, image: np.ndarray, dicom_series: DICOMSeries, output_dir: Path) -> None:
+        with stage(WRITE_OUTPUT.format(output=SEG_FILE_NAME)):
+            self._create_dicom_seg(image, dicom_series, output_dir)
+
+    def _create_dicom_seg(self, image: np.ndarray, dicom_series: DICOMSeries, output_dir: Path) -> None:
         import highdicom as hd
 
         labels = np.asarray(image, dtype=np.uint8)

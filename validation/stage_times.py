@@ -1,0 +1,122 @@
+"""Where a run's time goes: the app's per-stage wall times on a clinical-size field of view.
+
+The fixture cases are small (128 x 128 pixels); a site's CT has 512 x 512 pixels over a 50 cm field
+of view. This generates such a series from the fixtures' phantom (in a temporary folder, never
+committed), runs the app on the host or in the arm64 image, and prints each stage's time from the
+app's log (app/stages.py):
+
+    python -m validation.stage_times                       # on the host
+    python -m validation.stage_times --image armgate/multiorgan-seg:bookworm --app-dir app
+
+`--app-dir` mounts that app folder over the image's, to measure an edited app without a rebuild.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from validation import contract, run
+
+# An adult abdomen is about 35 x 26 cm; the phantom's body (17 x 13 cm) is widened to it so that the
+# foreground crop, and with it the number of windows, is that of a clinical series.
+BODY_SEMI_AXES_MM = (175.0, 130.0)
+
+
+def write_fov_series(folder: Path, rows: int, fov_mm: float, slices: int, slice_mm: float) -> Path:
+    """A CT axial series of `rows` x `rows` pixels over `fov_mm`, from the standard fixture's phantom."""
+    from fixtures.dicom_series import write_ct_series
+    from fixtures.phantom import load_config, render
+
+    config = copy.deepcopy(load_config())
+    body = next(structure for structure in config["structures"] if structure["name"] == "body")
+    body["semi_axes"] = list(BODY_SEMI_AXES_MM)
+    case = {
+        **config["cases"]["standard"],
+        "rows": rows,
+        "columns": rows,
+        "slices": slices,
+        "pixel_spacing_mm": round(fov_mm / rows, 6),
+        "slice_spacing_mm": slice_mm,
+    }
+    seed = config["seed"] + case["seed_offset"]
+    phantom = render(config, case, seed)
+    dicom = folder / "dicom"
+    dicom.mkdir(parents=True)
+    write_ct_series(phantom, "fov", case, config["dicom"], seed, dicom)
+    return dicom
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    app = contract.load(args.app)
+    model = Path(args.model) if args.model else app.default_model
+    with tempfile.TemporaryDirectory(prefix="armgate-fov-") as scratch:
+        folder = Path(scratch)
+        if args.dicom:
+            dicom = Path(args.dicom)
+        else:
+            dicom = write_fov_series(Path(args.keep) if args.keep else folder, args.rows, args.fov_mm,
+                                     args.slices, args.slice_mm)  # fmt: skip
+        output = run.writable_output_dir(folder, "out")
+        if args.image:
+            overlay = Path(args.app_dir) if args.app_dir else None
+            result = run.run_container(
+                args.image, app, dicom, model, output, args.timeout, app_overlay=overlay
+            )
+        else:
+            result = run.run_host(app, dicom, model, output, args.timeout)
+    stages = result.stage_seconds
+    return {
+        "where": result.where,
+        "image": args.image,
+        "series": {
+            "rows": args.rows, "fov_mm": args.fov_mm, "slices": args.slices, "slice_mm": args.slice_mm
+        },
+        "ok": result.ok,
+        "failure": result.failure(),
+        "seconds": round(result.seconds, 2),
+        "stages": stages,
+        "outside_stages_s": round(result.seconds - sum(stages.values()), 2),
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "log": result.logs if not result.ok else "",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m validation.stage_times", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--app", default=str(contract.DEFAULT_CONTRACT), help="the app contract")
+    parser.add_argument("--model", help="TorchScript model (default: the contract's)")
+    parser.add_argument("--image", help="run in this arm64 image instead of on the host")
+    parser.add_argument("--app-dir", help="mount this app folder over the image's (with --image)")
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument("--fov-mm", type=float, default=500.0)
+    parser.add_argument("--slices", type=int, default=20)
+    parser.add_argument("--slice-mm", type=float, default=2.0)
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep", help="write the generated series under this folder (to reuse with --dicom)")
+    parser.add_argument("--dicom", help="measure this series instead of generating one")
+    args = parser.parse_args(argv)
+    figures = measure(args)
+    for name, seconds in figures["stages"].items():
+        print(f"{seconds:9.2f} s  {name}")
+    outside = "interpreter start, SDK between operators" + ("" if figures["ok"] else ", the stage cut short")
+    print(f"{figures['outside_stages_s']:9.2f} s  outside the finished stages ({outside})")
+    status = "" if figures["ok"] else " (failed)"
+    print(f"{figures['seconds']:9.2f} s  the whole {figures['where']} run{status}")
+    if not figures["ok"]:
+        print(figures["failure"], file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if figures["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
