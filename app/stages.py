@@ -45,8 +45,8 @@ STAGES = (
     POST_TRANSFORMS,
     WRITE_OUTPUT,
 )
-# Where a log without any stage line was: the interpreter starting, before the first stage.
-START_UP = "start-up"
+# A log without any stage line: the interpreter starting (this app), or an app that logs no stage
+# lines (another team's app); stage_reached says only what the log shows.
 
 _STARTED = "stage '{name}' started"
 _TOOK = "stage '{name}' took {seconds:.2f} s"
@@ -96,10 +96,10 @@ def parse(log: str) -> List[Tuple[str, Optional[float]]]:
 
 def stage_reached(log: str) -> str:
     """Where the app was when its log ends, as a phrase: "in stage 'X'" (started, not finished),
-    "after stage 'X'" (finished, the next not started) or "in start-up, before the first stage"."""
+    "after stage 'X'" (finished, the next not started) or "before any stage line in its log"."""
     lines = parse(log)
     if not lines:
-        return f"in {START_UP}, before the first stage"
+        return "before any stage line in its log"
     name, seconds = lines[-1]
     return f"in stage '{name}'" if seconds is None else f"after stage '{name}'"
 

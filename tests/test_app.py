@@ -294,7 +294,7 @@ def test_a_log_cut_during_a_window_names_that_window(standard_run: AppRun) -> No
     assert stages.stage_reached("\n".join(lines[: started + 1])) == f"in stage '{window}'"
     assert stages.stage_reached("\n".join(lines[:started])) == f"after stage '{stages.PRE_TRANSFORMS}'"
     before_any = [line for line in lines if "stage '" not in line][:3]
-    assert stages.stage_reached("\n".join(before_any)) == "in start-up, before the first stage"
+    assert stages.stage_reached("\n".join(before_any)) == "before any stage line in its log"
 
 
 @pytest.mark.parametrize(

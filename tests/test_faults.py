@@ -389,8 +389,8 @@ def test_a_broken_run_time_model_is_one_line_naming_the_contract(tmp_path: Path)
             "stage 'pre-transforms' started\nstage 'pre-transforms' took 12.50 s\n",
             "after stage 'pre-transforms'",
         ),
-        ("Going to initiate execution of operator\n", "in start-up, before the first stage"),
-        ("", "in start-up, before the first stage"),
+        ("Going to initiate execution of operator\n", "before any stage line in its log"),
+        ("", "before any stage line in its log"),
     ],
     ids=["inside-a-window", "between-stages", "before-any-stage", "no-output"],
 )

@@ -73,6 +73,11 @@ def test_gate_passes_the_built_image(full_gate_run: GateRun) -> None:
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["verdict"] == "pass"
     assert set(metrics["cases"]) == {case.name for case in cases.discover(APP.default_cases)}
+    for name, case in metrics["cases"].items():  # each run's time, stage by stage, from the app's log
+        for where in ("run", "host_run"):
+            stages = list(case[where]["stage_seconds"])
+            assert stages[0] == "imports" and stages[-1].startswith("write"), (name, where, stages)
+            assert any(stage.startswith("inference window") for stage in stages), (name, where, stages)
 
 
 def test_no_host_leaves_out_only_the_host_checks_and_says_partial(

@@ -297,6 +297,7 @@ def _run_dict(result: run.RunResult | None) -> dict[str, Any] | None:
     data.pop("logs")
     data["failure"] = result.failure()
     data["log_tail"] = result.log_tail() if not result.ok else []
+    data["stage_seconds"] = result.stage_seconds  # where the run's time went, from the app's stage lines
     return data
 
 
