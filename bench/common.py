@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -77,15 +78,35 @@ def buildx(args: Sequence[str], log: Path) -> float:
     return time.monotonic() - started
 
 
+CHILD_CLEANUP_S = 300  # a gate or build interrupted mid-run removes its containers within this
+
+
+def run_to_log(command: Sequence[str], log: Path, cwd: Path | None = None) -> int:
+    """Run an armgate command with its output in `log`; its exit code.
+
+    The child has a session of its own, so a Ctrl-C reaches the bench alone, which passes one SIGINT
+    on and waits while the child cleans up: killed outright (as subprocess.run does on an
+    interrupt), a gate would leave its containers running."""
+    with log.open("a") as handle:
+        child = subprocess.Popen(
+            list(command), cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            return child.wait()
+        except BaseException:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=CHILD_CLEANUP_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
+
+
 def run_logged(command: Sequence[str], log: Path, what: str, cwd: Path | None = None) -> float:
     """Run a command with its output in `log`; seconds taken; GateError naming the log if it fails."""
     started = time.monotonic()
-    with log.open("w") as handle:
-        handle.write("+ " + " ".join(command) + "\n")
-        handle.flush()
-        code = subprocess.run(
-            list(command), cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, check=False
-        ).returncode
+    log.write_text("+ " + " ".join(command) + "\n")
+    code = run_to_log(command, log, cwd)
     seconds = time.monotonic() - started
     if code != 0:
         raise GateError(f"{what} failed (exit {code}): see {log}")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import CONTAINER_PREFIX, Context, docker
+from bench.common import CONTAINER_PREFIX, Context, docker, run_to_log
 from bench.figures import Figure, Target, failed_runs, median, ratios
 from validation import build, cases, engine, run
 from validation.errors import GateError
@@ -93,15 +93,9 @@ def timed_gate(ctx: Context, jobs: int, index: int, keyword: str | None = None) 
     name = f"gate-jobs{jobs}-{index}" if keyword is None else f"gate-{keyword}-{index}"
     reports = ctx.scratch / name
     log = ctx.logs / f"{name}.log"
+    log.write_text("")
     started = time.monotonic()
-    with log.open("w") as handle:
-        code = subprocess.run(
-            gate_command(ctx, jobs, reports, keyword),
-            cwd=build.ROOT,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            check=False,
-        ).returncode
+    code = run_to_log(gate_command(ctx, jobs, reports, keyword), log, build.ROOT)
     seconds = time.monotonic() - started
     junit, metrics = reports / "junit.xml", reports / "metrics.json"
     if not junit.is_file() or not metrics.is_file():

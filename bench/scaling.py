@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Context
+from bench.common import Context, run_to_log
 from bench.figures import Figure, Target, failed_runs, median, ratios
 from bench.overhead import release_code
 from validation import build, cases
@@ -57,12 +56,9 @@ def gate_command(ctx: Context, cases_dir: Path, reports: Path, peak_file: Path) 
 def timed_gate(ctx: Context, cases_dir: Path, name: str) -> dict[str, Any]:
     """Wall time, exit code and the gate process's peak RSS (bytes) of one gate over `cases_dir`."""
     reports, peak_file, log = ctx.scratch / name, ctx.scratch / f"{name}.peak", ctx.logs / f"{name}.log"
+    log.write_text("")
     started = time.monotonic()
-    with log.open("w") as handle:
-        code = subprocess.run(
-            gate_command(ctx, cases_dir, reports, peak_file),
-            cwd=build.ROOT, stdout=handle, stderr=subprocess.STDOUT, check=False,
-        ).returncode  # fmt: skip
+    code = run_to_log(gate_command(ctx, cases_dir, reports, peak_file), log, build.ROOT)
     seconds = time.monotonic() - started
     metrics = reports / "metrics.json"
     if not metrics.is_file() or not peak_file.is_file():

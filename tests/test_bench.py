@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -101,6 +102,36 @@ def test_a_gate_run_that_did_not_pass_invalidates_the_overhead_and_fails_the_ben
 def test_strict_fails_on_a_missed_target_only() -> None:
     summary = figures.summarise([Figure("x", "x", [2.0], target=Target("<=", 1.0))])
     assert figures.exit_code(summary, strict=False) == 0 and figures.exit_code(summary, strict=True) == 1
+
+
+CLEANING_CHILD = """
+import signal, sys, time
+def cleanup(*_):
+    time.sleep(0.5)  # a gate removing its containers
+    open(sys.argv[1], "w").write("cleaned")
+    sys.exit(130)
+signal.signal(signal.SIGINT, cleanup)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_an_interrupted_bench_lets_its_gate_clean_up(tmp_path: Path) -> None:
+    """Ctrl-C on the bench (here: SIGINT to the bench process alone) reaches the gate it runs once, and
+    the bench waits for the gate's cleanup; killed outright, a gate leaves its containers running."""
+    marker, log = tmp_path / "cleaned", tmp_path / "child.log"
+    child = [sys.executable, "-c", CLEANING_CHILD, str(marker)]
+    bench = f"import pathlib, bench.common as c; c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", bench],
+        cwd=build.ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    while "ready" not in (log.read_text() if log.exists() else "") and parent.poll() is None:
+        threading.Event().wait(0.05)
+    parent.send_signal(signal.SIGINT)
+    _, stderr = parent.communicate(timeout=60)
+    assert parent.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert marker.read_text() == "cleaned", "the child was killed before its cleanup"
 
 
 # --- the gate's cost as the case count grows ----------------------------------------------------
