@@ -57,6 +57,21 @@ def test_wheelhouse_refuses_a_wheel_not_in_the_lock(tmp_path: Path) -> None:
         lock.verify_wheelhouse(house, locked, lock_path)
 
 
+def test_wheelhouse_passes_over_another_locks_wheel_and_refuses_a_stray_file(tmp_path: Path) -> None:
+    """The wheelhouse is a cache every checkout shares: a wheel of a version this lock does not name
+    (an older lock's, another branch's) is left alone and never installed; a non-wheel is refused."""
+    lock_path, locked = _fake_lock(tmp_path, b"the real wheel")
+    house = tmp_path / "wheels"
+    house.mkdir()
+    (house / "demo-1.0-py3-none-any.whl").write_bytes(b"the real wheel")
+    (house / "demo-0.9-py3-none-any.whl").write_bytes(b"the previous lock's wheel")
+    (house / "other_pkg-2.0-py3-none-any.whl").write_bytes(b"a package this lock dropped")
+    assert lock.verify_wheelhouse(house, locked, lock_path) == []
+    (house / "notes.txt").write_text("not a wheel")
+    with pytest.raises(GateError, match=r"notes.txt: sha256 .* is not in lock.txt"):
+        lock.verify_wheelhouse(house, locked, lock_path)
+
+
 def test_wheelhouse_reports_what_is_missing(tmp_path: Path) -> None:
     lock_path, locked = _fake_lock(tmp_path, b"the real wheel")
     house = tmp_path / "wheels"

@@ -19,6 +19,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import Version
+
 from validation import profiles, progress
 from validation.errors import GateError
 
@@ -113,13 +116,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _other_locks_wheel(wheel: Path, locked: list[LockedPackage]) -> bool:
+    """A wheel of a version this lock does not name: left by an earlier lock (the wheelhouse is a
+    cache shared by every checkout), never installed (pip takes only the lock's hashes)."""
+    try:
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename:
+        return False  # not a wheel at all: refused
+    return all(normalize(p.name) != normalize(name) or Version(p.version) != version for p in locked)
+
+
 def verify_wheelhouse(directory: Path, locked: list[LockedPackage], lock_path: Path) -> list[LockedPackage]:
-    """Refuse any file whose hash is not in the lock; return the locked packages still missing."""
+    """Refuse any file that claims a locked version but whose hash is not in the lock (tampered or
+    corrupt) and any non-wheel; pass over other locks' wheels; return the locked packages missing."""
     allowed = {digest for package in locked for digest in package.hashes}
     present = set()
     for wheel in sorted(directory.glob("*")):
         digest = _sha256(wheel)
-        if digest not in allowed:
+        if digest not in allowed and not _other_locks_wheel(wheel, locked):
             raise GateError(
                 f"{wheel}: sha256 {digest[:16]}… is not in {lock_path.name}; "
                 f"delete the file (or the folder {directory}) and rerun to download it again"
