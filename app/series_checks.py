@@ -115,7 +115,7 @@ def missing_decoder(dataset: Any) -> Optional[Tuple[str, str]]:
     try:
         from pydicom.pixels.decoders.base import get_decoder
     except ImportError:  # pydicom 2 (older bases): the pixel data handlers
-        return _missing_handler_pydicom2(syntax)
+        return _missing_handler_pydicom2(dataset)
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
@@ -128,18 +128,84 @@ def missing_decoder(dataset: Any) -> Optional[Tuple[str, str]]:
     return _syntax_name(syntax), f"no pixel decoder is installed for it (missing decoder: {options})"
 
 
-def _missing_handler_pydicom2(syntax: Any) -> Optional[Tuple[str, str]]:
+# pydicom 2's pylibjpeg handler decodes a syntax only when the plugin for it is installed.
+PYLIBJPEG_PLUGINS = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",
+}
+# What each pydicom 2 handler needs installed, for the message (keyed by the handler module's name).
+PYDICOM2_NEEDS = {
+    "numpy_handler": "numpy",
+    "rle_handler": "numpy",
+    "gdcm_handler": "python-gdcm",
+    "jpeg_ls_handler": "CharPyLS (module jpeg_ls)",
+}
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+PILLOW_JPEG = ("1.2.840.10008.1.2.4.50", JPEG_EXTENDED)
+
+
+def _pydicom2_lacks(handler: Any, dataset: Any) -> Optional[str]:
+    """None when this pydicom 2 handler can decode the dataset; else what it needs ("" if nothing helps)."""
+    syntax = str(dataset.file_meta.TransferSyntaxUID)
+    kind = handler.__name__.rsplit(".", 1)[-1]
+    if kind == "pylibjpeg_handler":
+        plugin = PYLIBJPEG_PLUGINS.get(syntax, "its plugin")
+        usable = handler.is_available() and syntax in getattr(handler, "_DECODERS", {})
+        return None if usable else f"pylibjpeg with {plugin}"
+    if kind == "pillow_handler":
+        if not handler.is_available():
+            return "Pillow"
+        if syntax == JPEG_EXTENDED and int(dataset.BitsAllocated) != 8:
+            return ""  # pydicom 2's Pillow handler decodes JPEG extended only with Bits Allocated 8
+        codec_ok = handler.HAVE_JPEG if syntax in PILLOW_JPEG else handler.HAVE_JPEG2K
+        return None if codec_ok else "Pillow built with its JPEG and JPEG 2000 codecs"
+    return None if handler.is_available() else PYDICOM2_NEEDS.get(kind, kind)
+
+
+def _missing_handler_pydicom2(dataset: Any) -> Optional[Tuple[str, str]]:
     import pydicom.config
 
+    syntax = dataset.file_meta.TransferSyntaxUID
     handlers = [h for h in pydicom.config.pixel_data_handlers if h.supports_transfer_syntax(syntax)]
-    if any(h.is_available() for h in handlers):
+    lacks = [_pydicom2_lacks(handler, dataset) for handler in handlers]
+    if any(lack is None for lack in lacks):
         return None
-    names = ", ".join(getattr(h, "HANDLER_NAME", h.__name__) for h in handlers) or "none"
-    return _syntax_name(syntax), f"no pixel decoder is installed for it (missing decoder: one of {names})"
+    if not handlers:
+        return _syntax_name(syntax), "pydicom has no decoder for it"
+    options = " or ".join(dict.fromkeys(lack for lack in lacks if lack)) or "none on pydicom 2"
+    return _syntax_name(syntax), f"no pixel decoder is installed for it (missing decoder: {options})"
+
+
+def prefer_pylibjpeg_pydicom2() -> None:
+    """On pydicom 2, try the pylibjpeg handler before Pillow's, as pydicom 3 orders its plugins.
+
+    pydicom 2 tries Pillow first; Pillow's libjpeg-turbo and pylibjpeg's libjpeg round some lossy JPEG
+    baseline pixels differently by one, so the same lossy series would decode differently on the two
+    pydicom versions. Lossless syntaxes decode the same either way."""
+    import pydicom.config
+
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        return  # pydicom 3 already tries pylibjpeg before Pillow
+    from pydicom.pixel_data_handlers import pillow_handler, pylibjpeg_handler
+
+    handlers = pydicom.config.pixel_data_handlers
+    if pylibjpeg_handler in handlers and pillow_handler in handlers:
+        handlers.remove(pylibjpeg_handler)
+        handlers.insert(handlers.index(pillow_handler), pylibjpeg_handler)
 
 
 def check_decodable(datasets: Sequence[Any], series_name: str) -> None:
-    """Raises AppInputError naming the syntax and the missing decoder before any pixel is decoded."""
+    """Raises AppInputError naming the syntax and the missing decoder before any pixel is decoded.
+
+    On pydicom 2 it also puts the pylibjpeg handler first, so the decoder checked is the one that decodes."""
+    prefer_pylibjpeg_pydicom2()
     checked: Dict[str, Optional[Tuple[str, str]]] = {}
     for dataset in datasets:
         syntax = str(dataset.file_meta.TransferSyntaxUID)

@@ -1,4 +1,5 @@
-"""Every transfer syntax of fixtures/syntaxes.toml decodes on the host and in the arm64 image, same masks.
+"""Every transfer syntax of fixtures/syntaxes.toml decodes on the host and in both profiles' arm64 images
+(bookworm: pydicom 3; bullseye-torch1.8: pydicom 2.4 and its pixel data handlers), with the same masks.
 
 The series are written at test time (fixtures/syntaxes.py) from a small copy of the committed standard
 phantom (every second row, column and slice), by pydicom's encoders or by dcmtk, an encoder independent of
@@ -10,12 +11,15 @@ uncompressed one: for them "identical" means the image's mask equals the host's 
 input, which proves both decode the same pixels.
 
 A syntax the installation cannot decode must end the run before any pixel is decoded, with one line naming
-the file, the syntax and the missing decoder.
+the file, the syntax and the missing decoder; the pydicom 2 form of that check runs in the torch-1.8 image.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +33,7 @@ from fixtures.header_suite import dicom_files, small_series
 from fixtures.syntaxes import EncoderMissing, Syntax, eight_bit_copy, load_syntaxes, write_series
 from tests.conftest import IN_CI
 from tests.test_app import MODEL, AppRun, assert_one_line_failure, assert_succeeded, case_dicom, run_app
-from validation import contract, run
+from validation import contract, engine, run
 from validation.build import BuildRecord
 
 APP = contract.load()
@@ -39,6 +43,9 @@ BY_NAME = {syntax.name: syntax for syntax in SYNTAXES}
 REFERENCE = "explicit-vr-little-endian"
 CONTAINER_TIMEOUT_S = 900  # a bound against hangs only; a small case takes about 30 s under QEMU
 PRIVATE_SYNTAX = "1.2.826.0.1.3680043.9.9999.1"
+# Each profile's image, by the session fixture that builds it (tests/conftest.py): bookworm has pydicom 3,
+# bullseye-torch1.8 pydicom 2.4 with its pixel data handlers.
+PROFILE_IMAGES = {"bookworm": "built_image", "bullseye-torch1.8": "torch18_image"}
 
 
 @pytest.fixture(scope="module")
@@ -116,27 +123,34 @@ def test_host_decodes(name: str, host_runs: Callable[[Syntax], AppRun]) -> None:
 
 
 @pytest.fixture(scope="module")
-def image_runs(
-    built_image: BuildRecord, encoded: Callable[[Syntax], Path], workspace: Path
-) -> dict[str, run.RunResult | str]:
-    """Every syntax's series through the arm64 image, two at a time (the engine is shared)."""
+def all_encoded(encoded: Callable[[Syntax], Path]) -> dict[str, Path | str]:
+    """Every syntax's series, or why it is missing (a skip on a laptop without dcmtk)."""
     inputs: dict[str, Path | str] = {}
     for syntax in SYNTAXES:
         try:
             inputs[syntax.name] = encoded(syntax)
         except pytest.skip.Exception as skipped:
             inputs[syntax.name] = str(skipped)
-    (workspace / "image").mkdir(exist_ok=True)
+    return inputs
+
+
+@pytest.fixture(scope="module", params=list(PROFILE_IMAGES))
+def image_runs(
+    request: pytest.FixtureRequest, all_encoded: dict[str, Path | str], workspace: Path
+) -> dict[str, run.RunResult | str]:
+    """Every syntax's series through one profile's arm64 image, two at a time (the engine is shared)."""
+    image: BuildRecord = request.getfixturevalue(PROFILE_IMAGES[request.param])
+    (workspace / request.param).mkdir(exist_ok=True)
 
     def one(name: str) -> run.RunResult | str:
-        source = inputs[name]
+        source = all_encoded[name]
         if isinstance(source, str):
             return source
-        output = run.writable_output_dir(workspace / "image", name)
-        return run.run_container(built_image.image_id, APP, source, MODEL, output, CONTAINER_TIMEOUT_S)
+        output = run.writable_output_dir(workspace / request.param, name)
+        return run.run_container(image.image_id, APP, source, MODEL, output, CONTAINER_TIMEOUT_S)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(inputs, pool.map(one, inputs), strict=True))
+        return dict(zip(all_encoded, pool.map(one, all_encoded), strict=True))
 
 
 @pytest.mark.docker
@@ -156,6 +170,116 @@ def test_image_mask_equals_host_mask(
     np.testing.assert_array_equal(
         np.asarray(image_mask.dataobj), np.asarray(host_mask.dataobj), err_msg=f"{name}: image != host"
     )
+
+
+# Run by python3 in the torch-1.8 image (pydicom 2.4) as `-c SCRIPT SCENARIO APP_DIR`: the app's decoder check
+# on every series under /series, in one of three installations: "as-built"; "without-pylibjpeg" (pylibjpeg and
+# the other optional decoders hidden: Pillow alone, as the profile was before); "without-libjpeg-plugin"
+# (pylibjpeg present, its libjpeg plugin missing). As built it also hashes the decoded pixels.
+CHECK_SCRIPT = r"""
+import hashlib, json, pathlib, sys
+scenario, app_dir = sys.argv[1], sys.argv[2]
+if scenario == "without-pylibjpeg":
+    for module in ("pylibjpeg", "libjpeg", "openjpeg", "rle", "gdcm", "jpeg_ls"):
+        sys.modules[module] = None
+sys.path.insert(0, app_dir)
+import pydicom
+if scenario == "without-libjpeg-plugin":
+    from pydicom.pixel_data_handlers import pylibjpeg_handler
+    for uid in pylibjpeg_handler._LIBJPEG_SYNTAXES:
+        pylibjpeg_handler._DECODERS.pop(uid, None)
+from input_checks import AppInputError
+from series_checks import check_decodable
+found = {"pydicom": pydicom.__version__, "refused": {}, "pixels": {}}
+for folder in sorted(pathlib.Path("/series").iterdir()):
+    datasets = [pydicom.dcmread(path) for path in sorted(folder.iterdir())]
+    try:
+        check_decodable(datasets, folder.name)
+    except AppInputError as error:
+        found["refused"][folder.name] = str(error)
+        continue
+    if scenario == "as-built":
+        digest = hashlib.sha256()
+        for dataset in datasets:
+            pixels = dataset.pixel_array
+            digest.update(pixels.dtype.str.encode() + pixels.tobytes())
+        found["pixels"][folder.name] = digest.hexdigest()
+print("DECODER-CHECK " + json.dumps(found))
+"""
+SCENARIOS = ("as-built", "without-pylibjpeg", "without-libjpeg-plugin")
+# pydicom 2.4 decodes these only through pylibjpeg-libjpeg (its Pillow handler decodes 8-bit JPEG only).
+NEEDS_LIBJPEG = (
+    "jpeg-extended", "jpeg-lossless", "jpeg-lossless-sv1", "jpeg-ls-lossless", "jpeg-ls-near-lossless"
+)
+
+
+def _host_pixel_digest(folder: Path) -> str:
+    """The series' pixels as CHECK_SCRIPT hashes them, decoded by the host's pydicom 3."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        pixels = pydicom.dcmread(path).pixel_array
+        digest.update(pixels.dtype.str.encode() + pixels.tobytes())
+    return digest.hexdigest()
+
+
+def _check_in_image(image: str, series: Path, scenario: str) -> dict:
+    name = f"{run.CONTAINER_PREFIX}decoders-{uuid.uuid4().hex[:12]}"
+    options = ["--platform", "linux/arm64", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+               "-v", f"{series}:/series:ro", "--entrypoint", "python3"]  # fmt: skip
+    argv = engine.run_argv(name, options, image, ["-c", CHECK_SCRIPT, scenario, APP.install_dir])
+    with engine.container(argv, "the decoder check container did not start") as container_id:
+        exit_code, _ = engine.wait(name, container_id, CONTAINER_TIMEOUT_S)
+        logs = engine.logs(name)
+    assert exit_code == 0, f"{scenario}: exit {exit_code}: {logs[-2000:]}"
+    line = next(line for line in logs.splitlines() if line.startswith("DECODER-CHECK "))
+    return json.loads(line.removeprefix("DECODER-CHECK "))
+
+
+@pytest.fixture(scope="module")
+def torch18_decoder_check(
+    torch18_image: BuildRecord, all_encoded: dict[str, Path | str], workspace: Path
+) -> dict[str, dict]:
+    """CHECK_SCRIPT's findings per scenario, its containers two at a time (read-only, no network)."""
+    missing = {name: why for name, why in all_encoded.items() if isinstance(why, str)}
+    if missing:
+        pytest.skip(f"series not written: {missing}")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = pool.map(lambda s: _check_in_image(torch18_image.image_id, workspace / "input", s), SCENARIOS)
+        return dict(zip(SCENARIOS, found, strict=True))
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_torch18_image_decodes_every_syntax_as_the_host(
+    torch18_decoder_check: dict[str, dict], workspace: Path
+) -> None:
+    """pydicom 2.4 in the image passes the check for every syntax, and decodes every lossless one to the
+    pixels pydicom 3 decodes on the host, bit for bit. Lossy decodes may differ by a grey level between
+    platforms (the irreversible JPEG 2000 wavelet is floating point): test_image_mask_equals_host_mask
+    holds them to the host's mask."""
+    built = torch18_decoder_check["as-built"]
+    assert built["pydicom"].startswith("2."), built["pydicom"]
+    assert built["refused"] == {}
+    assert sorted(built["pixels"]) == sorted(BY_NAME)
+    lossless = [syntax.name for syntax in SYNTAXES if not syntax.lossy]
+    host = {name: _host_pixel_digest(workspace / "input" / name) for name in lossless}
+    differing = sorted(name for name in lossless if built["pixels"][name] != host[name])
+    assert not differing, f"pydicom 2.4 in the image decodes other pixels than the host for {differing}"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS[1:])
+def test_torch18_check_names_the_missing_decoder(
+    scenario: str, torch18_decoder_check: dict[str, dict]
+) -> None:
+    """Without pylibjpeg-libjpeg, pydicom 2.4 refuses exactly the syntaxes only it decodes (12-bit JPEG
+    extended included, although Pillow is installed), each in one line naming the syntax and the plugin."""
+    refused = torch18_decoder_check[scenario]["refused"]
+    assert sorted(refused) == sorted(NEEDS_LIBJPEG)
+    for name, line in refused.items():
+        assert "\n" not in line
+        assert str(BY_NAME[name].uid) in line and "pylibjpeg-libjpeg" in line and "fix:" in line, line
 
 
 def _private_syntax_copy(source: Path, target: Path) -> None:
