@@ -100,7 +100,7 @@ def docker_run_command(
     function: unit-tested). The model file itself is mounted where the contract puts it, whatever
     its name; an init runs as PID 1, so an app that aborts under QEMU exits instead of hanging.
     `app_overlay` (folder, install dir) mounts an app folder read-only over the image's, to measure an
-    edited app without a rebuild (`python -m validation.stage_times`); the gate never passes it."""
+    edited app without a rebuild (`python -m bench.stage_times`); the gate never passes it."""
     options = ["--platform", platform, "--shm-size=1G", "--init", *engine.label_args(labels or {})]
     options += ["--memory", memory, "--memory-swap", memory]
     options += HARDENED_FLAGS if hardened else ("--network", "none")

@@ -5,8 +5,8 @@ of view. This generates such a series from the fixtures' phantom (in a temporary
 committed), runs the app on the host or in the arm64 image, and prints each stage's time from the
 app's log (app/stages.py):
 
-    python -m validation.stage_times                       # on the host
-    python -m validation.stage_times --image armgate/multiorgan-seg:bookworm --app-dir app
+    python -m bench.stage_times                       # on the host
+    python -m bench.stage_times --image armgate/multiorgan-seg:bookworm --app-dir app
 
 `--app-dir` mounts that app folder over the image's, to measure an edited app without a rebuild.
 """
@@ -89,7 +89,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m validation.stage_times", description=(__doc__ or "").split("\n")[0]
+        prog="python -m bench.stage_times", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("--app", default=str(contract.DEFAULT_CONTRACT), help="the app contract")
     parser.add_argument("--model", help="TorchScript model (default: the contract's)")
