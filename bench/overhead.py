@@ -160,10 +160,25 @@ def timed_host_runs(ctx: Context, index: int) -> dict[str, float]:
     return found
 
 
+def below_floor(per_run: list[float], floor: float = 1.0) -> str:
+    """Why per-run gate ÷ bare ratios cannot stand: '' unless one is below 1. The gate performs the same
+    docker runs as its baseline plus its checks, so a gate faster than its baseline measures a change
+    in the machine's load between the two, not the gate."""
+    low = [(index + 1, value) for index, value in enumerate(per_run) if value < floor]
+    if not low:
+        return ""
+    listed = ", ".join(f"run {index}: {value:.3f}" for index, value in low)
+    return (
+        f"below the physical floor of {floor:g} ({listed}): the load changed between the gate and its "
+        "baseline; measure again on a quiet machine"
+    )
+
+
 def overhead_figures(
     jobs: int, gate: list[dict[str, Any]], bare_s: list[float], cases_text: str
 ) -> list[Figure]:
-    """Gate ÷ bare for one --jobs value; invalid when any gate run did not exit 0."""
+    """Gate ÷ bare for one --jobs value; invalid when any gate run did not exit 0, or when a run's
+    ratio is below its physical floor (the gate runs the same docker runs and more)."""
     gate_s = [g["seconds"] for g in gate]
     codes = [g["exit"] for g in gate]
     overhead = Figure(
@@ -171,7 +186,7 @@ def overhead_figures(
         f"1  gate ÷ bare docker runs, --jobs {jobs}",
         ratios(gate_s, bare_s),
         target=OVERHEAD_TARGET,
-        invalid=failed_runs(codes),
+        invalid=failed_runs(codes) or below_floor(ratios(gate_s, bare_s)),
         detail=f"gate {median(gate_s):.1f} s / bare {median(bare_s):.1f} s, {jobs} at a time; {cases_text}",
         extra={"gate_s": gate_s, "bare_s": bare_s, "gate_exit": codes},
     )

@@ -99,6 +99,15 @@ def test_a_gate_run_that_did_not_pass_invalidates_the_overhead_and_fails_the_ben
     assert figures.failed_runs([0, 0]) == "" and "run 1 exited 2" in figures.failed_runs([2])
 
 
+def test_a_gate_faster_than_its_own_docker_runs_is_invalid() -> None:
+    """The gate performs the bare runs and more: a ratio below 1 measured load drift, not the gate."""
+    passed = [{"seconds": 162.1, "exit": 0}, {"seconds": 190.0, "exit": 0}]
+    figure = overhead.overhead_figures(1, passed, [189.1, 180.0], "1 case")[0]
+    assert figure.status == "INVALID" and "run 1: 0.857" in figure.invalid and "run 2" not in figure.invalid
+    fair = overhead.overhead_figures(1, passed, [150.0, 180.0], "1 case")[0]
+    assert fair.status in ("met", "MISSED") and not fair.invalid
+
+
 def test_strict_fails_on_a_missed_target_only() -> None:
     summary = figures.summarise([Figure("x", "x", [2.0], target=Target("<=", 1.0))])
     assert figures.exit_code(summary, strict=False) == 0 and figures.exit_code(summary, strict=True) == 1
