@@ -142,6 +142,7 @@ def run_bench(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "command": " ".join(["python -m bench", *args.argv]),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "revision": build.git_revision()[0],  # the figures hold for this commit of armgate
         "runs": args.runs,
         "compare_runs": args.compare_runs,
         "jobs": args.jobs,

@@ -45,16 +45,39 @@ def runs(report: dict[str, Any]) -> str:
     return f"{report['runs']} run(s), compare {compare_runs}"
 
 
+def _when(started: str) -> str:
+    return f"{started[:16].replace('T', ' ')} UTC"
+
+
+def _provenance(report: dict[str, Any]) -> list[str]:
+    """Where, when and by which command: for a merged report, each command with its own start,
+    revision and load (they may be hours apart, on different revisions)."""
+    machine = report["machine"]
+    where = (
+        f"{machine['nproc']} × {machine['cpu']} ({machine['uname_m']}, {machine['memory_gb']} GB, "
+        f"Docker {machine['docker_engine']}); the arm64 image runs under QEMU"
+    )
+    parts = report.get("parts")
+    if not parts:
+        return [
+            f"Measured {_when(report['started'])} with `{report['command']}` ({runs(report)} per figure, "
+            f"{report.get('seconds', 0) / 60:.0f} min in all) on {where}, load average "
+            f"{machine['loadavg_start'][0]:.1f} at the start."
+        ]
+    lines = [f"Measured on {where}, by {len(parts)} commands ({runs(report)} per figure at most):", ""]
+    for part in parts:
+        revision = f"revision {part['revision']}" if part.get("revision") else "revision not recorded"
+        lines.append(
+            f"- `{part['command']}`: started {_when(part['started'])}, {revision}, "
+            f"{part['seconds'] / 60:.0f} min, load average {part['loadavg_start']:.1f} at its start"
+        )
+    return lines
+
+
 def render_table(report: dict[str, Any]) -> str:
     """The Markdown the README shows: where and when, then one row per figure."""
-    machine = report["machine"]
-    minutes = report.get("seconds", 0) / 60
     lines = [
-        f"Measured {report['started'][:16].replace('T', ' ')} UTC with `{report['command']}` "
-        f"({runs(report)} per figure, "
-        f"{minutes:.0f} min in all) on {machine['nproc']} × {machine['cpu']} ({machine['uname_m']}, "
-        f"{machine['memory_gb']} GB, Docker {machine['docker_engine']}), load average "
-        f"{machine['loadavg_start'][0]:.1f} at the start; the arm64 image runs under QEMU.",
+        *_provenance(report),
         "",
         "| figure | median | min – max | target | status | measurement / baseline |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -94,9 +117,20 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         )
     first = min(reports, key=lambda report: report["started"])
     busiest = max(reports, key=lambda report: report["machine"]["loadavg_start"][0])
+    parts = [
+        {
+            "command": report["command"],
+            "started": report["started"],
+            "revision": report.get("revision"),
+            "seconds": report.get("seconds", 0),
+            "loadavg_start": report["machine"]["loadavg_start"][0],
+        }
+        for report in sorted(reports, key=lambda report: report["started"])
+    ]
     return {
         **first,
-        "command": " ; ".join(report["command"] for report in reports) + " (run side by side)",
+        "command": " ; ".join(report["command"] for report in reports),
+        "parts": parts,
         "runs": max(report["runs"] for report in reports),
         "compare_runs": max(report.get("compare_runs", report["runs"]) for report in reports),
         "seconds": max(report.get("seconds", 0) for report in reports),

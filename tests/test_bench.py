@@ -501,6 +501,20 @@ def test_reports_of_disjoint_sections_merge_and_overlapping_ones_do_not() -> Non
     merged = readme.merge_reports([gate, compare])
     assert [f["key"] for f in merged["figures"]] == ["gate_overhead_jobs2", "speedup"]
     assert merged["started"] == "2026-11-26T14:40:00+00:00" and merged["machine"]["loadavg_start"][0] == 7.0
-    assert "side by side" in merged["command"] and merged["sections"] == ["gate", "compare"]
+    assert merged["sections"] == ["gate", "compare"]
     with pytest.raises(readme.GateError, match="twice"):
         readme.merge_reports([gate, gate])
+
+
+def test_a_merged_table_names_each_command_with_its_own_start_and_revision() -> None:
+    """Sections measured hours apart, on different commits, must not read as one run."""
+    gate, compare = _report(), _report()
+    gate["revision"] = "0123456789ab"
+    compare["command"], compare["started"] = "python -m bench --sections compare", "2026-11-26T14:40:00+00:00"
+    compare["figures"] = [Figure("speedup", "4  speed-up", [40.0], target=Target(">=", 20.0)).to_dict()]
+    table = readme.render_table(readme.merge_reports([gate, compare]))
+    assert "by 2 commands" in table
+    compare_line = "- `python -m bench --sections compare`: started 2026-11-26 14:40 UTC, revision not recorded"
+    assert compare_line in table
+    assert "- `python -m bench`: started 2026-11-26 15:00 UTC, revision 0123456789ab, 16 min" in table
+    assert table.index("14:40") < table.index("15:00")
