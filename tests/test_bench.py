@@ -514,7 +514,7 @@ def test_a_merged_table_names_each_command_with_its_own_start_and_revision() -> 
     compare["figures"] = [Figure("speedup", "4  speed-up", [40.0], target=Target(">=", 20.0)).to_dict()]
     table = readme.render_table(readme.merge_reports([gate, compare]))
     assert "by 2 commands" in table
-    compare_line = "- `python -m bench --sections compare`: started 2026-11-26 14:40 UTC, revision not recorded"
-    assert compare_line in table
+    assert "- `python -m bench --sections compare`: started 2026-11-26 14:40 UTC" in table
+    assert "14:40 UTC, revision not recorded" in table
     assert "- `python -m bench`: started 2026-11-26 15:00 UTC, revision 0123456789ab, 16 min" in table
     assert table.index("14:40") < table.index("15:00")
