@@ -69,7 +69,8 @@ def _provenance(report: dict[str, Any]) -> list[str]:
         revision = f"revision {part['revision']}" if part.get("revision") else "revision not recorded"
         lines.append(
             f"- `{part['command']}`: started {_when(part['started'])}, {revision}, "
-            f"{part['seconds'] / 60:.0f} min, load average {part['loadavg_start']:.1f} at its start"
+            f"{part['seconds'] / 60:.0f} min, load average {part['loadavg_start']:.1f} at its start; "
+            f"sections finished: {', '.join(part['finished'])}"
         )
     return lines
 
@@ -122,7 +123,9 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "command": report["command"],
             "started": report["started"],
             "revision": report.get("revision"),
-            "seconds": report.get("seconds", 0),
+            # a command cut short never wrote its total: its finished sections' times are what it took
+            "seconds": report.get("seconds") or sum(report.get("section_seconds", {}).values()),
+            "finished": list(report.get("section_seconds", {})) or report["sections"],
             "loadavg_start": report["machine"]["loadavg_start"][0],
         }
         for report in sorted(reports, key=lambda report: report["started"])

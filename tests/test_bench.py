@@ -512,9 +512,14 @@ def test_a_merged_table_names_each_command_with_its_own_start_and_revision() -> 
     gate["revision"] = "0123456789ab"
     compare["command"], compare["started"] = "python -m bench --sections compare", "2026-11-26T14:40:00+00:00"
     compare["figures"] = [Figure("speedup", "4  speed-up", [40.0], target=Target(">=", 20.0)).to_dict()]
+    compare["sections"] = ["compare"]
     table = readme.render_table(readme.merge_reports([gate, compare]))
     assert "by 2 commands" in table
     assert "- `python -m bench --sections compare`: started 2026-11-26 14:40 UTC" in table
-    assert "14:40 UTC, revision not recorded" in table
+    assert "14:40 UTC, revision not recorded" in table and "sections finished: compare" in table
+    cut = {**compare, "sections": ["compare", "size"], "section_seconds": {"compare": 600.0}}
+    cut.pop("seconds")  # a command cut by a time limit never wrote its total
+    part = readme.merge_reports([gate, cut])["parts"][0]
+    assert part["seconds"] == 600.0 and part["finished"] == ["compare"]
     assert "- `python -m bench`: started 2026-11-26 15:00 UTC, revision 0123456789ab, 16 min" in table
     assert table.index("14:40") < table.index("15:00")
