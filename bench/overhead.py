@@ -181,12 +181,13 @@ def overhead_figures(
     ratio is below its physical floor (the gate runs the same docker runs and more)."""
     gate_s = [g["seconds"] for g in gate]
     codes = [g["exit"] for g in gate]
+    per_run = ratios(gate_s, bare_s)
     overhead = Figure(
         f"gate_overhead_jobs{jobs}",
         f"1  gate ÷ bare docker runs, --jobs {jobs}",
-        ratios(gate_s, bare_s),
+        per_run,
         target=OVERHEAD_TARGET,
-        invalid=failed_runs(codes) or below_floor(ratios(gate_s, bare_s)),
+        invalid=failed_runs(codes) or below_floor(per_run),
         detail=f"gate {median(gate_s):.1f} s / bare {median(bare_s):.1f} s, {jobs} at a time; {cases_text}",
         extra={"gate_s": gate_s, "bare_s": bare_s, "gate_exit": codes},
     )

@@ -78,23 +78,19 @@ def growth_figures(few: list[dict[str, Any]], many: list[dict[str, Any]], case_n
     few_peak = [run["peak_rss_bytes"] / 1e9 for run in few]
     many_peak = [run["peak_rss_bytes"] / 1e9 for run in many]
     same_work = f"copies of case {case_name}, same flags and --jobs"
+
+    def growth(key: str, what: str, many_values: list[float], few_values: list[float], detail: str) -> Figure:
+        label = f"6  {what}, {MANY} ÷ {FEW} cases"
+        shown = f"{median(many_values):.3f} / {median(few_values):.3f} {detail}"
+        return Figure(
+            key, label, ratios(many_values, few_values), target=GROWTH_TARGET, invalid=invalid, detail=shown
+        )
+
     return [
-        Figure(
-            "gate_time_per_case_growth",
-            f"6  gate time per case, {MANY} ÷ {FEW} cases",
-            ratios(many_per_case, few_per_case),
-            target=GROWTH_TARGET,
-            invalid=invalid,
-            detail=f"{median(many_per_case):.1f} s / {median(few_per_case):.1f} s per case; {same_work}",
-        ),
-        Figure(
-            "gate_peak_memory_growth",
-            f"6  gate process peak memory, {MANY} ÷ {FEW} cases",
-            ratios(many_peak, few_peak),
-            target=GROWTH_TARGET,
-            invalid=invalid,
-            detail=f"{median(many_peak):.3f} GB / {median(few_peak):.3f} GB, the gate's own ru_maxrss",
-        ),
+        growth("gate_time_per_case_growth", "gate time per case", many_per_case, few_per_case,
+               f"s per case; {same_work}"),
+        growth("gate_peak_memory_growth", "gate process peak memory", many_peak, few_peak,
+               "GB, the gate's own ru_maxrss"),
         *(
             Figure(f"gate_s_{count}_cases", f"   gate wall time, {count} cases", [r["seconds"] for r in runs],
                    unit="s", detail="python -m validation acceptance")

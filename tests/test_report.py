@@ -203,20 +203,30 @@ def _images(html: str) -> list[Image.Image]:
     ]
 
 
+def passing_metrics(root: Path) -> dict[str, Any]:
+    """A gate's metrics.json with one passing case (the report, console and browser tests share it)."""
+    return _metrics({"standard": _case(root, "standard", 0)})
+
+
+def failing_metrics(root: Path) -> dict[str, Any]:
+    """One passing case, one whose mask is shifted by two voxels, one whose container run failed."""
+    return _metrics(
+        {
+            "standard": _case(root, "standard", 0),
+            "shifted": _case(root, "shifted", 2),
+            "broken": _failed_run_case(root),
+        }
+    )
+
+
 @pytest.fixture
 def passing(tmp_path: Path) -> dict[str, Any]:
-    return _metrics({"standard": _case(tmp_path, "standard", 0)})
+    return passing_metrics(tmp_path)
 
 
 @pytest.fixture
 def failing(tmp_path: Path) -> dict[str, Any]:
-    return _metrics(
-        {
-            "standard": _case(tmp_path, "standard", 0),
-            "shifted": _case(tmp_path, "shifted", 2),
-            "broken": _failed_run_case(tmp_path),
-        }
-    )
+    return failing_metrics(tmp_path)
 
 
 def test_passing_report_is_written_and_self_contained(passing: dict[str, Any], tmp_path: Path) -> None:

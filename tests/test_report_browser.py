@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pytest
 from conftest import IN_CI
-from test_report import _case, _failed_run_case, _metrics  # realistic metrics, as the gate writes them
+from test_report import failing_metrics, passing_metrics  # realistic metrics, as the gate writes them
 
 from validation import build, report, report_view
 from validation.results import GateResults
@@ -166,18 +166,12 @@ def assert_images_decoded(seen: dict[str, Any], expected: int) -> None:
 
 @pytest.fixture
 def passing(tmp_path: Path) -> dict[str, Any]:
-    return _metrics({"standard": _case(tmp_path, "standard", 0)})
+    return passing_metrics(tmp_path)
 
 
 @pytest.fixture
 def failing(tmp_path: Path) -> dict[str, Any]:
-    return _metrics(
-        {
-            "standard": _case(tmp_path, "standard", 0),
-            "shifted": _case(tmp_path, "shifted", 2),
-            "broken": _failed_run_case(tmp_path),
-        }
-    )
+    return failing_metrics(tmp_path)
 
 
 def test_passing_report_in_a_browser(browser: Any, passing: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from test_report import NAMES, TOLERANCES, _case, _failed_run_case, _images, _metrics
+from test_report import NAMES, TOLERANCES, _case, _images, _metrics, failing_metrics
 
 from validation import compare, report
 from validation.errors import GateError
@@ -41,13 +41,7 @@ def masks_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list
 
 @pytest.fixture
 def failing(tmp_path: Path) -> dict[str, Any]:
-    return _metrics(
-        {
-            "standard": _case(tmp_path, "standard", 0),
-            "shifted": _case(tmp_path, "shifted", 2),
-            "broken": _failed_run_case(tmp_path),
-        }
-    )
+    return failing_metrics(tmp_path)
 
 
 def test_the_report_never_reads_a_mask(failing: dict[str, Any], masks_gone: Any, tmp_path: Path) -> None:
