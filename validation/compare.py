@@ -29,7 +29,7 @@ from validation.metrics import METRICS, TOLERANCE_KEYS, Metric
 __all__ = [  # what callers reach through this module
     "DEFAULT_AFFINE_ATOL_MM", "DEFAULT_NSD_TOLERANCE_MM", "CheckOutcome", "ComparisonResult", "Geometry",
     "LabelMask", "LabelMetrics", "LabelReport", "compare_arrays", "compare_images", "compare_masks",
-    "evaluate", "gate", "label_name", "load_mask",
+    "evaluate", "gate", "gate_images", "label_name", "load_mask",
 ]  # fmt: skip
 
 
@@ -290,7 +290,20 @@ def gate(
     names: Mapping[int, str] | None = None,
 ) -> tuple[ComparisonResult, list[CheckOutcome]]:
     """Compare with the NSD tolerance and affine tolerance taken from `tolerances`, then evaluate."""
-    result = compare_masks(output_path, reference_path, labels=labels, names=names, **settings(tolerances))
+    output, reference = load_masks(output_path, reference_path)
+    return gate_images(output, reference, tolerances, labels=labels, names=names)
+
+
+def gate_images(
+    output: LabelMask,
+    reference: LabelMask,
+    tolerances: Mapping[str, float],
+    *,
+    labels: Iterable[int] | None = None,
+    names: Mapping[int, str] | None = None,
+) -> tuple[ComparisonResult, list[CheckOutcome]]:
+    """`gate` on masks already loaded (the gate draws its overlay from the same arrays)."""
+    result = compare_images(output, reference, labels=labels, names=names, **settings(tolerances))
     return result, evaluate(result, tolerances)
 
 

@@ -223,9 +223,7 @@ def compare_with_overlay(
     A problem drawing it (a CT folder that does not match the mask) becomes the panel's note: the
     comparison and the report stand without the picture."""
     output, reference = compare.load_masks(output_path, reference_path)
-    settings = compare.settings(tolerances)
-    result = compare.compare_images(output, reference, labels=labels, names=names, **settings)
-    outcomes = compare.evaluate(result, tolerances)
+    result, outcomes = compare.gate_images(output, reference, tolerances, labels=labels, names=names)
     title = REFERENCE_TITLES.get(kind, kind)
     try:
         png, caption, note = draw_panel(kind, output, reference, result, dicom_dir, window)
