@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, figures
-from bench.figures import Figure, Target
+from bench.figures import Figure, Headline
 from validation import build, contract, profiles
 from validation.errors import GateError
 
@@ -45,30 +45,15 @@ def section_functions() -> dict[str, Callable[[common.Context], list[Figure]]]:
     }
 
 
-# Shown when a section fails, so the table still has every headline row.
-SECTION_ROWS: dict[str, list[tuple[str, str, Target | None]]] = {
-    "rebuild": [
-        ("noop_rebuild_s", "2  no-op rebuild", Target("<=", 10.0)),
-        ("app_rebuild_over_cold", "2  app-code rebuild ÷ cold build", Target("<=", 0.10)),
-    ],
-    "size": [("size_over_single_stage", "3  image size ÷ competent single-stage", Target("<=", 0.90))],
-    "compare": [
-        ("speedup_vs_monai_worst_pair", "4  MONAI ÷ armgate, worst pair", Target(">=", 20.0)),
-        ("max_diff_vs_monai", "4  largest difference from MONAI", Target("<=", 1e-6)),
-    ],
-    "scaling": [
-        ("gate_time_per_case_growth", "6  gate time per case, 30 ÷ 3 cases", Target("<=", 1.2)),
-        ("gate_peak_memory_growth", "6  gate process peak memory, 30 ÷ 3 cases", Target("<=", 1.2)),
-    ],
-}
+def failed_rows(section: str, jobs: list[int]) -> list[Headline]:
+    """The headline rows of a section that failed, as its module declares them (the gate's: one per
+    --jobs value), so the table still has every headline row."""
+    from bench import compare_speed, overhead, rebuild, scaling, size
 
-
-def failed_rows(section: str, jobs: list[int]) -> list[tuple[str, str, Target | None]]:
-    """The headline rows of a section that failed (the gate's: one per --jobs value)."""
-    if section != "gate":
-        return SECTION_ROWS[section]
-    label = "1  gate ÷ bare docker runs, --jobs {}"
-    return [(f"gate_overhead_jobs{j}", label.format(j), Target("<=", 1.10)) for j in jobs]
+    if section == "gate":
+        return [overhead.headline(j) for j in jobs]
+    modules = {"rebuild": rebuild, "size": size, "compare": compare_speed, "scaling": scaling}
+    return list(modules[section].HEADLINES)
 
 
 def default_jobs() -> list[int]:
@@ -182,7 +167,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 except GateError as error:
                     report["errors"][section] = str(error)
                     rows = failed_rows(section, args.jobs)
-                    found += [figures.no_data(key, label, str(error), t) for key, label, t in rows]
+                    found += [row.missing(str(error)) for row in rows]
                     print(f"  {section} failed: {error}", flush=True)
                 report.setdefault("section_seconds", {})[section] = round(time.monotonic() - started, 1)
                 report["figures"] = [figure.to_dict() for figure in found]
@@ -210,13 +195,15 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """One line and exit code 2 for a user-fixable problem, 130 on Ctrl-C, as every armgate command."""
+    """One line and exit code 2 for a user-fixable problem, 130 on Ctrl-C or SIGTERM, as every armgate
+    command."""
     try:
         if argv[:1] in (["readme"], ["merge"]):
             from bench import readme
 
             return (readme.main if argv[0] == "readme" else readme.merge_main)(argv[1:])
-        return run_bench(parse_args(argv))
+        with common.terminate_as_interrupt():
+            return run_bench(parse_args(argv))
     except GateError as error:
         print(f"armgate bench: {error}", file=sys.stderr)
         return 2

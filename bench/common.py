@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,21 @@ def buildx(args: Sequence[str], log: Path) -> float:
     if code != 0:
         raise GateError(f"docker buildx build failed (exit {code}): see {log}")
     return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (as `timeout` or a CI runner's cancel sends) ends the bench as Ctrl-C does: the gate it
+    runs gets its SIGINT and cleans up, and the bench removes the images it built."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 CHILD_CLEANUP_S = 300  # a gate or build interrupted mid-run removes its containers within this

@@ -19,7 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from bench.figures import Figure, Target, median
+from bench.figures import Figure, Headline, Target, median
 from validation import compare, metrics
 
 SHAPE = (512, 512, 300)
@@ -30,7 +30,9 @@ SWAPPED = (4, 5)  # right and left kidney
 MISSING = 6  # gallbladder
 PAIRS = ("near", "displaced", "swapped", "missing")
 EQUAL_MAX_ABS_DIFF = 1e-6  # "values equal": armgate's metrics vs MONAI's, float noise only
-SPEEDUP_TARGET = Target(">=", 20.0)
+SPEEDUP = Headline("speedup_vs_monai_worst_pair", "4  MONAI ÷ armgate, worst pair", Target(">=", 20.0))
+MAX_DIFF = Headline("max_diff_vs_monai", "4  largest difference from MONAI", Target("<=", EQUAL_MAX_ABS_DIFF))
+HEADLINES = (SPEEDUP, MAX_DIFF)
 LOAD_TARGET = Target("<=", 3.0)
 # BTCV-like organs: (name, centre in mm from the volume's corner, semi-axes in mm). Volumes span
 # ~4 ml (adrenal glands) to ~1.6 l (liver); tubes (aorta, oesophagus) are long thin ellipsoids.
@@ -236,11 +238,8 @@ def section_compare(ctx: Any) -> list[Figure]:
     diffs = [max(r["max_abs_diff"][m] for m in HEADLINE_METRICS) for k in PAIRS for r in results[k]]
     shape = "×".join(map(str, SHAPE))
     figures = [
-        Figure(
-            "speedup_vs_monai_worst_pair",
-            "4  MONAI ÷ armgate, worst pair",
+        SPEEDUP.figure(
             speedup[worst],
-            target=SPEEDUP_TARGET,
             detail=f"{worst}: MONAI {median([r['monai_s'] for r in results[worst]]):.1f} s / armgate "
             f"{median([r['armgate_s'] for r in results[worst]]):.2f} s; {shape}, {len(ORGANS)} labels",
             extra={"pairs": results},
@@ -257,12 +256,9 @@ def section_compare(ctx: Any) -> list[Figure]:
             )
         )
     figures += [
-        Figure(
-            "max_diff_vs_monai",
-            "4  largest difference from MONAI",
+        MAX_DIFF.figure(
             diffs,
             unit="abs",
-            target=Target("<=", EQUAL_MAX_ABS_DIFF),
             aggregate="max",
             detail="Dice, NSD: |armgate − MONAI|; HD95 relative (float32 in MONAI); all labels, pairs, runs",
         ),

@@ -123,6 +123,22 @@ class Figure:
         }
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A row the table always has, declared once by its section: measured, or "no data" with the
+    reason when the section fails."""
+
+    key: str
+    label: str
+    target: Target | None = None
+
+    def figure(self, samples: list[float], **details: Any) -> Figure:
+        return Figure(self.key, self.label, samples, target=self.target, **details)
+
+    def missing(self, reason: str) -> Figure:
+        return no_data(self.key, self.label, reason, self.target)
+
+
 def no_data(key: str, label: str, reason: str, target: Target | None = None) -> Figure:
     """A figure whose measurement failed: it stays in the table, with the reason."""
     return Figure(key, label, [], target=target, detail=f"not measured: {reason}")

@@ -19,11 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import CONTAINER_PREFIX, Context, docker, run_to_log
-from bench.figures import Figure, Target, failed_runs, median, ratios
+from bench.figures import Figure, Headline, Target, failed_runs, median, ratios
 from validation import build, cases, engine, run
 from validation.errors import GateError
 
-OVERHEAD_TARGET = Target("<=", 1.10)
+
+def headline(jobs: int) -> Headline:
+    """The gate's overhead row for one --jobs value."""
+    return Headline(
+        f"gate_overhead_jobs{jobs}", f"1  gate ÷ bare docker runs, --jobs {jobs}", Target("<=", 1.10)
+    )
+
+
 IMAGE_CHECKS = "test_image"  # -k expression: the image checks alone (no case runs)
 
 
@@ -182,11 +189,8 @@ def overhead_figures(
     gate_s = [g["seconds"] for g in gate]
     codes = [g["exit"] for g in gate]
     per_run = ratios(gate_s, bare_s)
-    overhead = Figure(
-        f"gate_overhead_jobs{jobs}",
-        f"1  gate ÷ bare docker runs, --jobs {jobs}",
+    overhead = headline(jobs).figure(
         per_run,
-        target=OVERHEAD_TARGET,
         invalid=failed_runs(codes) or below_floor(per_run),
         detail=f"gate {median(gate_s):.1f} s / bare {median(bare_s):.1f} s, {jobs} at a time; {cases_text}",
         extra={"gate_s": gate_s, "bare_s": bare_s, "gate_exit": codes},

@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Context, run_to_log
-from bench.figures import Figure, Target, failed_runs, median, ratios
+from bench.figures import Figure, Headline, Target, failed_runs, median, ratios
 from bench.overhead import release_code
 from validation import build, cases
 from validation.errors import GateError
 
 FEW, MANY = 3, 30
-GROWTH_TARGET = Target("<=", 1.2)
+TIME_GROWTH = Headline(
+    "gate_time_per_case_growth", f"6  gate time per case, {MANY} ÷ {FEW} cases", Target("<=", 1.2)
+)
+MEMORY_GROWTH = Headline(
+    "gate_peak_memory_growth", f"6  gate process peak memory, {MANY} ÷ {FEW} cases", Target("<=", 1.2)
+)
+HEADLINES = (TIME_GROWTH, MEMORY_GROWTH)
 # Runs the public gate (`python -m validation ...`) in this process and writes its own peak RSS
 # (KiB, Linux's ru_maxrss) to the file named first: children (the app runs) are not counted.
 GATE_WITH_PEAK = """\
@@ -79,21 +85,21 @@ def growth_figures(few: list[dict[str, Any]], many: list[dict[str, Any]], case_n
     many_peak = [run["peak_rss_bytes"] / 1e9 for run in many]
     same_work = f"copies of case {case_name}, same flags and --jobs"
 
-    def growth(key: str, what: str, many_values: list[float], few_values: list[float], detail: str) -> Figure:
-        label = f"6  {what}, {MANY} ÷ {FEW} cases"
+    def growth(row: Headline, many_values: list[float], few_values: list[float], detail: str) -> Figure:
         shown = f"{median(many_values):.3f} / {median(few_values):.3f} {detail}"
-        return Figure(
-            key, label, ratios(many_values, few_values), target=GROWTH_TARGET, invalid=invalid, detail=shown
-        )
+        return row.figure(ratios(many_values, few_values), invalid=invalid, detail=shown)
 
     return [
-        growth("gate_time_per_case_growth", "gate time per case", many_per_case, few_per_case,
-               f"s per case; {same_work}"),
-        growth("gate_peak_memory_growth", "gate process peak memory", many_peak, few_peak,
-               "GB, the gate's own ru_maxrss"),
+        growth(TIME_GROWTH, many_per_case, few_per_case, f"s per case; {same_work}"),
+        growth(MEMORY_GROWTH, many_peak, few_peak, "GB, the gate's own ru_maxrss"),
         *(
-            Figure(f"gate_s_{count}_cases", f"   gate wall time, {count} cases", [r["seconds"] for r in runs],
-                   unit="s", detail="python -m validation acceptance")
+            Figure(
+                f"gate_s_{count}_cases",
+                f"   gate wall time, {count} cases",
+                [r["seconds"] for r in runs],
+                unit="s",
+                detail="python -m validation acceptance",
+            )
             for count, runs in ((FEW, few), (MANY, many))
         ),
     ]

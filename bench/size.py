@@ -15,14 +15,21 @@ import uuid
 from pathlib import Path
 
 from bench.common import Context, buildx, image_size
-from bench.figures import Figure, Target
+from bench.figures import Figure, Headline, Target
 from validation import build, engine, lock
 
 BASELINES = {
     "recipe": build.ROOT / "container" / "bench" / "recipe.Dockerfile",
     "single_stage": build.ROOT / "container" / "bench" / "single-stage.Dockerfile",
 }
-SIZE_TARGET = Target("<=", 0.90)  # against the competent single-stage Dockerfile
+# The target holds against the competent single-stage Dockerfile; the seed's recipe is shown beside.
+SIZE_OVER = {
+    "single_stage": Headline(
+        "size_over_single_stage", "3  image size ÷ competent single-stage", Target("<=", 0.90)
+    ),
+    "recipe": Headline("size_over_recipe", "3  image size ÷ hand-written recipe"),
+}
+HEADLINES = (SIZE_OVER["single_stage"],)
 # What a runtime image may drop, by path: first match wins.
 TRIMMABLE = (
     ("bytecode (__pycache__, *.pyc)", re.compile(r"(/__pycache__/|\.pyc$)")),
@@ -84,15 +91,11 @@ def section_size(ctx: Context) -> list[Figure]:
         print(f"  {key}: {sizes[key] / 1e9:.3f} GB, built in {seconds:.0f} s", flush=True)
     trimmable = trimmable_bytes(ctx.image, ctx.profile.platform)
     trim_text = ", ".join(f"{label} {size / 1e6:.0f} MB" for label, size in trimmable.items())
-    names = {"recipe": "hand-written recipe", "single_stage": "competent single-stage"}
     for key, size in sizes.items():
         path = BASELINES[key].relative_to(build.ROOT)
         figures.append(
-            Figure(
-                f"size_over_{key}",
-                f"3  image size ÷ {names[key]}",
+            SIZE_OVER[key].figure(
                 [app_bytes / size],
-                target=SIZE_TARGET if key == "single_stage" else None,
                 detail=f"{app_bytes / 1e9:.3f} GB / {size / 1e9:.3f} GB ({path})",
                 extra={"app_bytes": app_bytes, "baseline_bytes": size},
             )

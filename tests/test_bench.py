@@ -125,19 +125,24 @@ time.sleep(120)
 """
 
 
-def test_an_interrupted_bench_lets_its_gate_clean_up(tmp_path: Path) -> None:
-    """Ctrl-C on the bench (here: SIGINT to the bench process alone) reaches the gate it runs once, and
-    the bench waits for the gate's cleanup; killed outright, a gate leaves its containers running."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_bench_lets_its_gate_clean_up(tmp_path: Path, stop: signal.Signals) -> None:
+    """Ctrl-C on the bench (here: SIGINT to the bench process alone), or SIGTERM as `timeout` sends,
+    reaches the gate it runs as one SIGINT, and the bench waits for the gate's cleanup; killed
+    outright, a gate leaves its containers running."""
     marker, log = tmp_path / "cleaned", tmp_path / "child.log"
     child = [sys.executable, "-c", CLEANING_CHILD, str(marker)]
-    bench = f"import pathlib, bench.common as c; c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
+    bench = (
+        "import pathlib, bench.common as c\n"
+        f"with c.terminate_as_interrupt(): c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
+    )
     parent = subprocess.Popen(
         [sys.executable, "-c", bench],
         cwd=build.ROOT, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     while "ready" not in (log.read_text() if log.exists() else "") and parent.poll() is None:
         threading.Event().wait(0.05)
-    parent.send_signal(signal.SIGINT)
+    parent.send_signal(stop)
     _, stderr = parent.communicate(timeout=60)
     assert parent.returncode != 0 and "KeyboardInterrupt" in stderr
     assert marker.read_text() == "cleaned", "the child was killed before its cleanup"
@@ -523,3 +528,17 @@ def test_a_merged_table_names_each_command_with_its_own_start_and_revision() -> 
     assert part["seconds"] == 600.0 and part["finished"] == ["compare"]
     assert "- `python -m bench`: started 2026-11-26 15:00 UTC, revision 0123456789ab, 16 min" in table
     assert table.index("14:40") < table.index("15:00")
+
+
+def test_a_failed_section_shows_the_rows_it_would_have_measured() -> None:
+    """The "no data" rows of a failed section are the ones its figures carry when it runs."""
+    few = [{"seconds": 150.0, "exit": 0, "peak_rss_bytes": 200e6}]
+    measured = scaling.growth_figures(few, few, "standard")[:2]
+    shown = [row.missing("the gate could not run") for row in cli.failed_rows("scaling", [1])]
+    assert [(f.key, f.label, f.target) for f in shown] == [(f.key, f.label, f.target) for f in measured]
+    assert {f.status for f in shown} == {"no data"}
+    gate = overhead.overhead_figures(2, [{"seconds": 120.0, "exit": 0}], [100.0], "1 case")[0]
+    assert [row.key for row in cli.failed_rows("gate", [1, 2])] == ["gate_overhead_jobs1", gate.key]
+    assert cli.failed_rows("gate", [2])[0].label == gate.label
+    for section in ("rebuild", "size", "compare"):
+        assert cli.failed_rows(section, [1]), section
