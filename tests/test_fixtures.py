@@ -22,7 +22,7 @@ from conftest import IN_CI
 from fixtures import generate, limits
 from fixtures.make_model import build_network, model_constants
 from fixtures.phantom import FIXTURES_DIR, check_layout, load_config
-from fixtures.segmenter import network
+from fixtures.segmenter import NeighbourhoodExtreme, network
 from validation import compare, model_check
 from validation.build import BuildRecord
 
@@ -109,9 +109,23 @@ def test_committed_model_is_the_network_written_by_torch_18() -> None:
         assert torch.equal(output, expected)
         assert not torch.equal(network(other)(x).argmax(1), expected.argmax(1))
     kinds = {type(module).__name__ for module in build_network(config).modules()}
-    assert {"Conv3d", "ReplicationPad3d", "MaxPool3d"} <= kinds, kinds
+    assert {"Conv3d", "ReplicationPad3d", "NeighbourhoodExtreme"} <= kinds, kinds
     facts = model_check.archive_facts(MODEL_FILE)
     assert facts.file_format == "5" and facts.writer == "no newer-torch records", facts.describe()
+
+
+def test_neighbourhood_extreme_is_max_pooling_bit_for_bit() -> None:
+    """The model's axis-by-axis neighbourhood max and min give what nn.MaxPool3d gives on the cube
+    (and on the negation, for the min), ties, window borders and odd shapes included; a 3-wide
+    neighbourhood is a different function, so the comparison can fail."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 7, (2, 1, 11, 14, 9), generator=generator).float() / 7  # many ties
+    x[0, 0, 0, 0, 0] = float("-inf")
+    pool = torch.nn.MaxPool3d(5, stride=1, padding=2)
+    with torch.no_grad():
+        assert torch.equal(NeighbourhoodExtreme(5)(x), pool(x))
+        assert torch.equal(NeighbourhoodExtreme(5, minimum=True)(x), -pool(-x))
+        assert not torch.equal(NeighbourhoodExtreme(3)(x), pool(x))
 
 
 @pytest.mark.docker
