@@ -54,8 +54,14 @@ def configure_torch(threads: int) -> str:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # torch 2's public call imports the compiler (torch._inductor, 13 s under QEMU) only to set the
+    # compiler's own flag; the app runs TorchScript, never the compiler, so it sets the kernels' flag.
+    set_kernels_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
     try:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if set_kernels_flag is None:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            set_kernels_flag(True, warn_only=True)
     except TypeError:  # torch < 1.11
         return f"torch {torch.__version__}: {threads} thread(s), deterministic cuDNN, fixed cuBLAS workspace"
     return f"torch {torch.__version__}: {threads} thread(s), deterministic algorithms (warn only)"

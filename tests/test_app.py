@@ -432,3 +432,26 @@ def test_bad_input_fails_with_one_clear_line(problem: str, expected: str, tmp_pa
     assert_one_line_failure(run, str(named), expected, "fix:")
     if dicom.is_dir():
         assert tree_snapshot(dicom) == before
+
+
+CONFIGURE_TORCH = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from entrypoint import configure_torch
+print(configure_torch(1))
+print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+print("torch._inductor" in sys.modules)
+"""
+
+
+def test_deterministic_kernels_without_importing_the_compiler() -> None:
+    """The app turns on torch's deterministic kernels (warn only) without the public call's import of
+    torch._inductor, which the app never uses and which costs 13 s of every emulated run."""
+    done = subprocess.run(
+        [sys.executable, "-c", CONFIGURE_TORCH, str(APP_DIR)], capture_output=True, text=True, check=True
+    )
+    how, flags, compiler = done.stdout.strip().splitlines()[-3:]
+    assert how.endswith("1 thread(s), deterministic algorithms (warn only)"), how
+    assert flags == "True True", flags
+    assert compiler == "False", "the compiler was imported"
