@@ -4,68 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 
 import pytest
 from packaging.utils import canonicalize_name
 
-from validation import engine, lock
+from validation import engine, image_files, lock
 from validation.plugin import PIN_PROPERTY
 
-# Lists every ELF file whose machine is not AArch64 (183) under the Python environment, the base
-# interpreter and its standard library, and the app; a symlink is followed to its target, wherever
-# that lies, so a link cannot hide a foreign binary.
-FOREIGN_ELF_SCRIPT = r"""
-import os, struct, sys, sysconfig, json
-paths = sysconfig.get_paths()
-roots = {sys.prefix, paths["purelib"], paths["platlib"], paths["stdlib"], paths["platstdlib"], os.getcwd()}
-files = {os.path.realpath(sys.executable), os.path.realpath(sys._base_executable)}
-for root in sorted(roots):
-    for folder, _, names in os.walk(root):
-        files.update(os.path.realpath(os.path.join(folder, name)) for name in names)
-foreign, count = [], 0
-for path in sorted(files):
-    if not os.path.isfile(path):
-        continue
-    with open(path, "rb") as handle:
-        head = handle.read(20)
-    if head[:4] == b"\x7fELF":
-        count += 1
-        machine = struct.unpack("<H" if head[5] == 1 else ">H", head[18:20])[0]
-        if machine != 183:
-            foreign.append([path, machine])
-print(json.dumps({"elf_files": count, "foreign": foreign}))
-"""
-# sha256 of every file under the app's folder in the image, to compare with the source tree.
-APP_DIGEST_SCRIPT = r"""
-import hashlib, json, os, sys
-root = sys.argv[1]
-digests = {}
-for folder, _, names in os.walk(root):
-    for name in names:
-        path = os.path.join(folder, name)
-        with open(path, "rb") as handle:
-            digests[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
-print(json.dumps(digests))
-"""
-# Debian's python3-venv ships pip's and setuptools' wheels in /usr/share/python-wheels (dpkg-owned, for
-# ensurepip): those are the OS's, not leftovers of our build.
-LEFTOVER_SCRIPT = r"""
-import os, json
-found = []
-skip = ("/proc", "/sys", "/dev", "/usr/share/python-wheels")
-for root in ("/", ):
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
-        for name in files:
-            if name.endswith(".whl") or name in (".netrc", ".pypirc", ".git-credentials"):
-                found.append(os.path.join(folder, name))
-        for name in dirs:
-            path = os.path.join(folder, name)
-            if path.endswith(("/.cache/pip", "/.cache/uv")) or path == "/wheels" and os.listdir(path):
-                found.append(path)
-print(json.dumps(found))
-"""
 SECRET_WORDS = ("proxy", "password", "passwd=", "token", "secret", "credential", "_auth")
 
 
@@ -83,10 +28,18 @@ def test_machine_is_aarch64(image_host) -> None:
     assert machine == "aarch64", f"uname -m inside the running image says {machine}"
 
 
-def test_every_elf_file_is_aarch64(image_host) -> None:
-    result = json.loads(image_host.check_output(f"python3 -c {shlex.quote(FOREIGN_ELF_SCRIPT)}"))
-    assert result["elf_files"] > 0, "no ELF files found under the Python environment: wrong paths?"
-    assert not result["foreign"], f"non-AArch64 ELF files (path, e_machine): {result['foreign'][:5]}"
+@pytest.fixture(scope="session")
+def files(gate) -> image_files.ImageFiles:
+    """The image's files, read once on the host (docker export; nothing runs under emulation)."""
+    facts = gate.image_facts
+    return image_files.read_image(facts.id, facts.platform, gate.config.app.install_dir)
+
+
+def test_every_elf_file_is_aarch64(files: image_files.ImageFiles) -> None:
+    """Every ELF file anywhere in the image: a symlink cannot hide a foreign binary, its target is
+    a file of the image too."""
+    assert files.elf_files > 0, "no ELF file found in the image's filesystem: is the export empty?"
+    assert not files.foreign_elf, f"non-AArch64 ELF files (path, e_machine): {files.foreign_elf[:5]}"
 
 
 def test_python_version(gate, image_host) -> None:
@@ -137,7 +90,7 @@ def test_entrypoint_and_working_directory(gate) -> None:
     assert config.get("WorkingDir") == app.install_dir, f"working directory is {config.get('WorkingDir')}"
 
 
-def test_app_files_match_the_source(gate, image_host) -> None:
+def test_app_files_match_the_source(gate, files: image_files.ImageFiles) -> None:
     """Every app file is in the image with the source tree's content (sha256), not just present."""
     app = gate.config.app
     expected = {
@@ -145,8 +98,7 @@ def test_app_files_match_the_source(gate, image_host) -> None:
         for path in app.source.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     }
-    script = f"python3 -c {shlex.quote(APP_DIGEST_SCRIPT)} {shlex.quote(app.install_dir)}"
-    found = json.loads(image_host.check_output(script))
+    found = files.app_digests
     missing = sorted(name for name in expected if name not in found)
     changed = sorted(name for name in expected if name in found and found[name] != expected[name])
     problems = [f"missing: {', '.join(missing)}"] if missing else []
@@ -163,9 +115,8 @@ def test_runs_as_non_root_user(gate, image_host) -> None:
     assert image_host.check_output("id -u") == str(app.uid)
 
 
-def test_no_build_leftovers_or_credentials(gate, image_host) -> None:
-    leftovers = json.loads(image_host.check_output(f"python3 -c {shlex.quote(LEFTOVER_SCRIPT)}"))
-    assert not leftovers, f"left in the image: {leftovers[:10]}"
+def test_no_build_leftovers_or_credentials(gate, files: image_files.ImageFiles) -> None:
+    assert not files.leftovers, f"left in the image: {files.leftovers[:10]}"
     env = " ".join(_config(gate).get("Env") or []).lower()
     assert not [word for word in SECRET_WORDS if word in env], f"image environment mentions secrets: {env}"
     history = "\n".join(engine.history(gate.config.image)).lower()

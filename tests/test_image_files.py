@@ -1,0 +1,83 @@
+"""The image checks' one pass over the image's files: ELF machines, leftovers, the app's digests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import tarfile
+
+from validation import image_files
+
+
+def elf(machine: int) -> bytes:
+    """An ELF header (little endian) naming `machine`, padded as a file would be."""
+    return b"\x7fELF\x02\x01\x01" + bytes(11) + struct.pack("<H", machine) + bytes(44)
+
+
+def archive(entries: dict[str, bytes | None]) -> tarfile.TarFile:
+    """A tar as `docker export` writes it: None makes a folder, bytes a file."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in entries.items():
+            member = tarfile.TarInfo(name)
+            if content is None:
+                member.type = tarfile.DIRTYPE
+                tar.addfile(member)
+            else:
+                member.size = len(content)
+                tar.addfile(member, io.BytesIO(content))
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer, mode="r|")
+
+
+def test_every_elf_file_is_counted_and_a_foreign_one_named() -> None:
+    files = image_files.read_archive(
+        archive({
+            "usr/bin/python3.11": elf(image_files.AARCH64),
+            "usr/local/share/x86-target": elf(62),  # x86-64
+            "opt/venv/lib/libz.so": elf(image_files.AARCH64),
+            "etc/hostname": b"edge\n",
+            "tiny": b"\x7fEL",
+        }),
+        "/opt/app",
+    )  # fmt: skip
+    assert files.elf_files == 3
+    assert files.foreign_elf == [("/usr/local/share/x86-target", 62)]
+
+
+def test_leftovers_are_wheels_credentials_caches_and_a_used_wheelhouse() -> None:
+    files = image_files.read_archive(
+        archive({
+            "root/leftover.whl": b"PK",
+            "usr/share/python-wheels/pip-23.0.1-py3-none-any.whl": b"PK",  # Debian's own, for ensurepip
+            "home/app/.netrc": b"machine example.org",
+            "root/.cache/pip": None,
+            "wheels": None,
+            "wheels/torch-2.10.0-cp311-none-linux_aarch64.whl": b"PK",
+            "opt/venv/lib/python3.11/site-packages/pip/_internal/wheel_builder.py": b"",
+        }),
+        "/opt/app",
+    )  # fmt: skip
+    assert files.leftovers == [
+        "/home/app/.netrc", "/root/.cache/pip", "/root/leftover.whl", "/wheels",
+        "/wheels/torch-2.10.0-cp311-none-linux_aarch64.whl",
+    ]  # fmt: skip
+    clean = image_files.read_archive(archive({"wheels": None, "usr/share/python-wheels": None}), "/opt/app")
+    assert clean.leftovers == []  # an empty /wheels folder is no leftover
+
+
+def test_app_digests_cover_the_app_folder_only() -> None:
+    files = image_files.read_archive(
+        archive({
+            "opt/app": None,
+            "opt/app/__main__.py": b"print('hi')\n",
+            "opt/app/config/labels.json": b"{}",
+            "opt/application/other.py": b"",
+        }),
+        "/opt/app",
+    )  # fmt: skip
+    assert files.app_digests == {
+        "__main__.py": hashlib.sha256(b"print('hi')\n").hexdigest(),
+        "config/labels.json": hashlib.sha256(b"{}").hexdigest(),
+    }
