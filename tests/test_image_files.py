@@ -81,3 +81,26 @@ def test_app_digests_cover_the_app_folder_only() -> None:
         "__main__.py": hashlib.sha256(b"print('hi')\n").hexdigest(),
         "config/labels.json": hashlib.sha256(b"{}").hexdigest(),
     }
+
+
+def metadata(name: str, version: str) -> bytes:
+    return f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+
+
+def test_installed_is_what_the_interpreter_finds_first_on_its_path() -> None:
+    """As `pip list`: a distribution in a folder off the import path is not installed, and of two
+    copies the one earlier on the path is the one imported."""
+    venv = "opt/venv/lib/python3.11/site-packages"
+    files = image_files.read_archive(
+        archive({
+            f"{venv}/torch-2.10.0.dist-info/METADATA": metadata("torch", "2.10.0"),
+            "usr/lib/python3/dist-packages/torch-1.8.1.dist-info/METADATA": metadata("torch", "1.8.1"),
+            "usr/lib/python3/dist-packages/PyYAML-6.0.egg-info/PKG-INFO": metadata("PyYAML", "6.0"),
+            "srv/other/site-packages/numpy-2.0.0.dist-info/METADATA": metadata("numpy", "2.0.0"),
+        }),
+        "/opt/app",
+    )  # fmt: skip
+    venv_first = ["/opt/app", "/opt/venv/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages"]
+    assert files.installed(venv_first) == {"torch": "2.10.0", "pyyaml": "6.0"}
+    assert files.installed(venv_first[::-1])["torch"] == "1.8.1"
+    assert files.installed(["/opt/app"]) == {}

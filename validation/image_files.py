@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from validation import engine
+from validation.sbom import METADATA_MEMBER, parse_metadata
 
 AARCH64 = 183  # ELF e_machine
 ELF_MAGIC = b"\x7fELF"
@@ -34,6 +35,17 @@ class ImageFiles:
     foreign_elf: list[tuple[str, int]] = field(default_factory=list)  # (path, e_machine)
     leftovers: list[str] = field(default_factory=list)
     app_digests: dict[str, str] = field(default_factory=dict)  # path under the app folder -> sha256
+    # site-/dist-packages folder -> {normalized name: version} of the distributions installed there
+    distributions: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def installed(self, import_path: list[str]) -> dict[str, str]:
+        """name -> version as an interpreter with this import path finds them (as `pip list` does):
+        the first folder on the path that holds a distribution wins."""
+        found: dict[str, str] = {}
+        for folder in import_path:
+            for name, version in self.distributions.get(folder.rstrip("/"), {}).items():
+                found.setdefault(name, version)
+        return found
 
 
 def elf_machine(head: bytes) -> int | None:
@@ -67,10 +79,15 @@ def read_archive(archive: tarfile.TarFile, app_dir: str) -> ImageFiles:
         handle = archive.extractfile(member)
         if handle is None:
             continue
-        if path.startswith(app_prefix):
+        if path.startswith(app_prefix) or METADATA_MEMBER.search(path):
             content = handle.read()
-            found.app_digests[path.removeprefix(app_prefix)] = hashlib.sha256(content).hexdigest()
             head = content[:20]
+            if path.startswith(app_prefix):
+                found.app_digests[path.removeprefix(app_prefix)] = hashlib.sha256(content).hexdigest()
+            parsed = parse_metadata(content) if METADATA_MEMBER.search(path) else None
+            if parsed:
+                site = "/" + str(PurePosixPath(path).parent.parent)
+                found.distributions.setdefault(site, {}).setdefault(*parsed)
         else:
             head = handle.read(20)
         machine = elf_machine(head)
