@@ -139,6 +139,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "figures": [],
     }
     found: list[Figure] = []
+    sections: dict[str, str] = {}  # figure key -> the section that measured it
     functions = section_functions()
     with tempfile.TemporaryDirectory(prefix="armgate-bench-") as scratch:
         scratch_dir = Path(scratch)
@@ -170,7 +171,9 @@ def run_bench(args: argparse.Namespace) -> int:
                     found += [row.missing(str(error)) for row in rows]
                     print(f"  {section} failed: {error}", flush=True)
                 report.setdefault("section_seconds", {})[section] = round(time.monotonic() - started, 1)
-                report["figures"] = [figure.to_dict() for figure in found]
+                for figure in found:
+                    sections.setdefault(figure.key, section)
+                report["figures"] = [{**f.to_dict(), "section": sections[f.key]} for f in found]
                 write_report(args.report, report)  # after every section: a late failure keeps the rest
         finally:
             common.cleanup(ctx)

@@ -70,9 +70,13 @@ def _provenance(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- `{part['command']}`: started {_when(part['started'])}, {revision}, "
             f"{part['seconds'] / 60:.0f} min, load average {part['loadavg_start']:.1f} at its start; "
-            f"sections finished: {', '.join(part['finished'])}"
+            f"sections finished: {', '.join(part['finished'])}" + _replaced(part)
         )
     return lines
+
+
+def _replaced(part: dict[str, Any]) -> str:
+    return f"; replaced by a later command: {', '.join(part['replaced'])}" if part.get("replaced") else ""
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -105,20 +109,11 @@ def replace_section(text: str, table: str) -> str:
     return f"{head}{BEGIN}\n{table}\n{END}{tail}"
 
 
-def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """One report from several bench commands (e.g. sections run side by side when time is short):
-    every figure, each command, the earliest start, the longest duration, the busiest load."""
-    if not reports:
-        raise GateError("nothing to merge: pass the bench.json files of the commands")
-    keys = [figure["key"] for report in reports for figure in report["figures"]]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise GateError(
-            f"the reports measure the same figures twice ({', '.join(repeated)}); merge disjoint sections"
-        )
-    first = min(reports, key=lambda report: report["started"])
-    busiest = max(reports, key=lambda report: report["machine"]["loadavg_start"][0])
-    parts = [
+def _parts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The commands behind a report: its own, or, for a merged report, those it was merged from."""
+    if report.get("parts"):
+        return [dict(part) for part in report["parts"]]
+    return [
         {
             "command": report["command"],
             "started": report["started"],
@@ -128,19 +123,51 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "finished": list(report.get("section_seconds", {})) or report["sections"],
             "loadavg_start": report["machine"]["loadavg_start"][0],
         }
-        for report in sorted(reports, key=lambda report: report["started"])
     ]
+
+
+def merge_reports(reports: list[dict[str, Any]], replace: bool = False) -> dict[str, Any]:
+    """One report from several bench commands (e.g. sections run side by side when time is short):
+    every figure, each command, the earliest start, the longest duration, the busiest load. With
+    `replace`, a figure measured again by a report later in the list replaces the earlier one, and
+    the earlier command is listed with what was replaced."""
+    if not reports:
+        raise GateError("nothing to merge: pass the bench.json files of the commands")
+    keys = [figure["key"] for report in reports for figure in report["figures"]]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated and not replace:
+        raise GateError(
+            f"the reports measure the same figures twice ({', '.join(repeated)}); merge disjoint sections, "
+            "or pass --replace to keep the later measurement"
+        )
+    figures: dict[str, dict[str, Any]] = {}
+    parts: list[dict[str, Any]] = []
+    for report in reports:
+        own = _parts(report)
+        for figure in report["figures"]:
+            figures.pop(figure["key"], None)  # a later measurement goes where it was measured
+            figures[figure["key"]] = figure
+        later = {figure["key"]: figure.get("section") for later_report in reports[reports.index(report) + 1 :]
+                 for figure in later_report["figures"]}  # fmt: skip
+        for key in sorted(later.keys() & {figure["key"] for figure in report["figures"]}):
+            # the command that measured it: the one that ran its section (all, when that is not known)
+            ran = [part for part in own if later[key] in part["finished"]] or own
+            for part in ran:
+                part.setdefault("replaced", []).append(key)
+        parts += own
+    first = min(reports, key=lambda report: report["started"])
+    busiest = max(reports, key=lambda report: report["machine"]["loadavg_start"][0])
     return {
         **first,
         "command": " ; ".join(report["command"] for report in reports),
-        "parts": parts,
+        "parts": sorted(parts, key=lambda part: part["started"]),
         "runs": max(report["runs"] for report in reports),
         "compare_runs": max(report.get("compare_runs", report["runs"]) for report in reports),
         "seconds": max(report.get("seconds", 0) for report in reports),
         "machine": {**first["machine"], "loadavg_start": busiest["machine"]["loadavg_start"]},
-        "sections": [section for report in reports for section in report["sections"]],
+        "sections": list(dict.fromkeys(section for report in reports for section in report["sections"])),
         "errors": {k: v for report in reports for k, v in report.get("errors", {}).items()},
-        "figures": [figure for report in reports for figure in report["figures"]],
+        "figures": list(figures.values()),
         "merged_from": [report["command"] for report in reports],
     }
 
@@ -150,9 +177,12 @@ def merge_main(argv: list[str]) -> int:
         prog="python -m bench merge", description=merge_reports.__doc__.splitlines()[0]
     )
     parser.add_argument("out", type=Path, help="the merged bench.json")
-    parser.add_argument("reports", type=Path, nargs="+", help="bench.json files of disjoint sections")
+    parser.add_argument("reports", type=Path, nargs="+", help="bench.json files, earliest first")
+    parser.add_argument(
+        "--replace", action="store_true", help="a figure in a later report replaces the same one before it"
+    )
     args = parser.parse_args(argv)
-    merged = merge_reports([json.loads(path.read_text()) for path in args.reports])
+    merged = merge_reports([json.loads(path.read_text()) for path in args.reports], args.replace)
     args.out.write_text(json.dumps(merged, indent=2) + "\n")
     print(f"{args.out}: {len(merged['figures'])} figures from {len(args.reports)} reports")
     return 0

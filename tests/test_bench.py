@@ -530,6 +530,31 @@ def test_a_merged_table_names_each_command_with_its_own_start_and_revision() -> 
     assert table.index("14:40") < table.index("15:00")
 
 
+def test_a_merged_report_merges_again_and_a_later_measurement_replaces_only_when_asked() -> None:
+    """A table kept from earlier commands takes a new measurement of one section: the earlier figure
+    goes, every command stays listed, and the one whose figure went says so."""
+    gate, compare = _report(), _report()
+    compare["command"], compare["started"] = "python -m bench --sections compare", "2026-11-26T14:40:00+00:00"
+    compare["figures"] = [Figure("speedup", "4  speed-up", [40.0], target=Target(">=", 20.0)).to_dict()]
+    compare["sections"], gate["sections"] = ["compare"], ["gate"]
+    kept = readme.merge_reports([compare, gate])
+    again = {**_report(), "command": "python -m bench --sections gate --jobs 1", "sections": ["gate"]}
+    again["started"] = "2026-11-27T02:30:00+00:00"
+    again["figures"] = [{**gate["figures"][0], "samples": [1.05], "section": "gate"}]
+    with pytest.raises(readme.GateError, match="--replace"):
+        readme.merge_reports([kept, again])
+    merged = readme.merge_reports([kept, again], replace=True)
+    assert [(f["key"], f["samples"]) for f in merged["figures"]] == [
+        ("speedup", [40.0]), ("gate_overhead_jobs2", [1.05])
+    ]  # fmt: skip
+    assert [part["command"] for part in merged["parts"]] == [
+        "python -m bench --sections compare", "python -m bench", "python -m bench --sections gate --jobs 1"
+    ]  # fmt: skip
+    assert [part.get("replaced") for part in merged["parts"]] == [None, ["gate_overhead_jobs2"], None]
+    table = readme.render_table(merged)
+    assert "replaced by a later command: gate_overhead_jobs2" in table and "by 3 commands" in table
+
+
 def test_a_failed_section_shows_the_rows_it_would_have_measured() -> None:
     """The "no data" rows of a failed section are the ones its figures carry when it runs."""
     few = [{"seconds": 150.0, "exit": 0, "peak_rss_bytes": 200e6}]
