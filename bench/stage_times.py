@@ -7,6 +7,7 @@ app's log (app/stages.py):
 
     python -m bench.stage_times                       # on the host
     python -m bench.stage_times --image armgate/multiorgan-seg:bookworm --app-dir app
+    python -m bench.stage_times table RUN.json ...     # a Markdown table of runs kept with --json
 
 `--app-dir` mounts that app folder over the image's, to measure an edited app without a rebuild.
 """
@@ -15,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from validation import contract, run
+from validation import contract, engine, run
 
 # An adult abdomen is about 35 x 26 cm; the phantom's body (17 x 13 cm) is widened to it so that the
 # foreground crop, and with it the number of windows, is that of a clinical series.
@@ -55,6 +59,8 @@ def write_fov_series(folder: Path, rows: int, fov_mm: float, slices: int, slice_
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     app = contract.load(args.app)
     model = Path(args.model) if args.model else app.default_model
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="armgate-fov-") as scratch:
         folder = Path(scratch)
         if args.dicom:
@@ -72,8 +78,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             result = run.run_host(app, dicom, model, output, args.timeout)
     stages = result.stage_seconds
     return {
+        "command": " ".join(["python -m bench.stage_times", *args.argv]),
+        "started": started,
+        "loadavg_start": round(load, 2),
         "where": result.where,
         "image": args.image,
+        "image_id": engine.inspect_image(args.image).id if args.image else None,
+        "model": {"path": str(model), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()},
         "series": {
             "rows": args.rows, "fov_mm": args.fov_mm, "slices": args.slices, "slice_mm": args.slice_mm
         },
@@ -87,7 +98,55 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _stage_group(name: str) -> str:
+    """Window calls are summed into one row: their count and split differ between series."""
+    return "inference (all window calls)" if name.startswith("inference window") else name
+
+
+def _when(measured: dict[str, Any]) -> str:
+    return f"{measured['started'][:16].replace('T', ' ')} UTC" if measured.get("started") else ""
+
+
+def _image(measured: dict[str, Any]) -> str:
+    if not measured.get("image"):
+        return "the host"
+    image_id = measured.get("image_id") or ""
+    return f"{measured['image']} ({image_id.removeprefix('sha256:')[:12]})" if image_id else measured["image"]
+
+
+def _gigabytes(count: int | None) -> str:
+    return f"{count / 1e9:.2f} GB" if count else "—"
+
+
+def render_table(runs: list[dict[str, Any]]) -> str:
+    """One column per run kept with --json: where, when, image, model and load, then each stage."""
+    header = ["stage", *(f"{measured['where']} {_when(measured)}" for measured in runs)]
+    rows: dict[str, list[str]] = {}
+    for index, measured in enumerate(runs):
+        grouped: dict[str, float] = {}
+        for name, seconds in measured["stages"].items():
+            grouped[_stage_group(name)] = grouped.get(_stage_group(name), 0.0) + seconds
+        grouped["outside the finished stages"] = measured["outside_stages_s"]
+        grouped["**whole run**"] = measured["seconds"]
+        for name, seconds in grouped.items():
+            rows.setdefault(name, ["—"] * len(runs))[index] = f"{seconds:.1f} s"
+    facts = {
+        "image": [_image(measured) for measured in runs],
+        "model sha256": [measured.get("model", {}).get("sha256", "not recorded")[:12] for measured in runs],
+        "load average at start": [str(measured.get("loadavg_start", "not recorded")) for measured in runs],
+        "peak memory": [_gigabytes(measured.get("peak_memory_bytes")) for measured in runs],
+    }
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for name, cells in [*facts.items(), *rows.items()]:
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:
+        print(render_table([json.loads(Path(path).read_text()) for path in argv[1:]]))
+        return 0
     parser = argparse.ArgumentParser(
         prog="python -m bench.stage_times", description=(__doc__ or "").split("\n")[0]
     )
@@ -104,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", help="write the generated series under this folder (to reuse with --dicom)")
     parser.add_argument("--dicom", help="measure this series instead of generating one")
     args = parser.parse_args(argv)
+    args.argv = list(argv)
     figures = measure(args)
     for name, seconds in figures["stages"].items():
         print(f"{seconds:9.2f} s  {name}")

@@ -567,3 +567,24 @@ def test_a_failed_section_shows_the_rows_it_would_have_measured() -> None:
     assert cli.failed_rows("gate", [2])[0].label == gate.label
     for section in ("rebuild", "size", "compare"):
         assert cli.failed_rows(section, [1]), section
+
+
+def test_stage_table_sums_the_window_calls_and_names_image_model_and_load() -> None:
+    from bench import stage_times
+
+    def measured(windows: list[float], outside: float, sha: str) -> dict:
+        stages = {"imports": 20.0, **{f"inference window {i}/3": s for i, s in enumerate(windows, 1)}}
+        return {
+            "where": "container", "started": "2026-11-27T02:20:52+00:00", "loadavg_start": 1.58,
+            "image": "armgate/multiorgan-seg:bookworm", "image_id": "sha256:36ac4395f1fd5fa72",
+            "model": {"path": "model.ts", "sha256": sha}, "stages": stages, "outside_stages_s": outside,
+            "seconds": 20.0 + sum(windows) + outside, "peak_memory_bytes": 1.2e9,
+        }  # fmt: skip
+
+    before, after = measured([9.0, 8.0, 2.0], 15.0, "14d6" * 16), measured([4.0], 7.0, "1ab3" * 16)
+    table = stage_times.render_table([before, after])
+    assert "| inference (all window calls) | 19.0 s | 4.0 s |" in table
+    assert "| **whole run** | 54.0 s | 31.0 s |" in table
+    assert "| model sha256 | 14d614d614d6 | 1ab31ab31ab3 |" in table
+    assert "armgate/multiorgan-seg:bookworm (36ac4395f1fd)" in table
+    assert "| load average at start | 1.58 | 1.58 |" in table
