@@ -54,8 +54,9 @@ def configure_torch(threads: int) -> str:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # torch 2's public call imports the compiler (torch._inductor, 13 s under QEMU) only to set the
-    # compiler's own flag; the app runs TorchScript, never the compiler, so it sets the kernels' flag.
+    # torch 2's public call imports the compiler (torch._inductor, seconds of every emulated start)
+    # only to set the compiler's own flag; the app runs TorchScript, never the compiler, so it sets
+    # the kernels' flag alone.
     set_kernels_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
     try:
         if set_kernels_flag is None:

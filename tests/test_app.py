@@ -447,7 +447,7 @@ print("torch._inductor" in sys.modules)
 
 def test_deterministic_kernels_without_importing_the_compiler() -> None:
     """The app turns on torch's deterministic kernels (warn only) without the public call's import of
-    torch._inductor, which the app never uses and which costs 13 s of every emulated run."""
+    torch._inductor, which the app never uses and which costs seconds of every emulated start."""
     done = subprocess.run(
         [sys.executable, "-c", CONFIGURE_TORCH, str(APP_DIR)], capture_output=True, text=True, check=True
     )

@@ -53,6 +53,7 @@ def test_leftovers_are_wheels_credentials_caches_and_a_used_wheelhouse() -> None
             "usr/share/python-wheels/pip-23.0.1-py3-none-any.whl": b"PK",  # Debian's own, for ensurepip
             "home/app/.netrc": b"machine example.org",
             "root/.cache/pip": None,
+            "srv/site.cache/pip": None,  # not a pip cache: only a folder named .cache/pip is
             "wheels": None,
             "wheels/torch-2.10.0-cp311-none-linux_aarch64.whl": b"PK",
             "opt/venv/lib/python3.11/site-packages/pip/_internal/wheel_builder.py": b"",

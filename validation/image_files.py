@@ -24,7 +24,7 @@ ELF_MAGIC = b"\x7fELF"
 # /usr/share/python-wheels (dpkg-owned, for ensurepip): those are the OS's, not leftovers of a build.
 LEFTOVER_EXEMPT = ("proc/", "sys/", "dev/", "usr/share/python-wheels/")
 CREDENTIAL_FILES = (".netrc", ".pypirc", ".git-credentials")
-CACHE_FOLDERS = (".cache/pip", ".cache/uv")
+CACHE_FOLDERS = ("/.cache/pip", "/.cache/uv")
 
 
 @dataclass
@@ -62,7 +62,7 @@ def is_leftover(path: str, member: tarfile.TarInfo, wheels_folder_used: bool) ->
         return False
     name = PurePosixPath(path).name
     if member.isdir():
-        return path.endswith(CACHE_FOLDERS) or (path == "wheels" and wheels_folder_used)
+        return ("/" + path).endswith(CACHE_FOLDERS) or (path == "wheels" and wheels_folder_used)
     return name.endswith(".whl") or name in CREDENTIAL_FILES
 
 

@@ -68,7 +68,7 @@ def test_python_version(gate, interpreter: dict) -> None:
 @pytest.fixture(scope="session")
 def installed(files: image_files.ImageFiles, interpreter: dict) -> dict[str, str]:
     """Installed distributions as the image's python3 finds them on its import path, read from their
-    metadata files on the host (`pip list` under emulation took 15-40 s)."""
+    metadata files on the host rather than by `pip list` under emulation."""
     return files.installed(interpreter["path"])
 
 
