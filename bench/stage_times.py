@@ -32,28 +32,51 @@ from validation import contract, engine, run
 BODY_SEMI_AXES_MM = (175.0, 130.0)
 
 
-def write_fov_series(folder: Path, rows: int, fov_mm: float, slices: int, slice_mm: float) -> Path:
-    """A CT axial series of `rows` x `rows` pixels over `fov_mm`, from the standard fixture's phantom."""
-    from fixtures.dicom_series import write_ct_series
-    from fixtures.phantom import load_config, render
+def fov_config(rows: int, fov_mm: float, slices: int, slice_mm: float) -> tuple[dict[str, Any], dict]:
+    """phantoms.toml with the body widened to an adult's, and a case of `rows` x `rows` pixels over
+    `fov_mm` (the standard case's position and noise)."""
+    from fixtures.phantom import load_config
 
     config = copy.deepcopy(load_config())
     body = next(structure for structure in config["structures"] if structure["name"] == "body")
     body["semi_axes"] = list(BODY_SEMI_AXES_MM)
     case = {
         **config["cases"]["standard"],
+        "description": f"{rows} x {rows} pixels over {fov_mm:g} mm, {slices} slices of {slice_mm:g} mm",
         "rows": rows,
         "columns": rows,
         "slices": slices,
         "pixel_spacing_mm": round(fov_mm / rows, 6),
         "slice_spacing_mm": slice_mm,
     }
+    return config, case
+
+
+def write_fov_series(folder: Path, rows: int, fov_mm: float, slices: int, slice_mm: float) -> Path:
+    """A CT axial series of `rows` x `rows` pixels over `fov_mm`, from the standard fixture's phantom."""
+    from fixtures.dicom_series import write_ct_series
+    from fixtures.phantom import render
+
+    config, case = fov_config(rows, fov_mm, slices, slice_mm)
     seed = config["seed"] + case["seed_offset"]
     phantom = render(config, case, seed)
     dicom = folder / "dicom"
     dicom.mkdir(parents=True)
     write_ct_series(phantom, "fov", case, config["dicom"], seed, dicom)
     return dicom
+
+
+def write_fov_case(cases_dir: Path, rows: int, fov_mm: float, slices: int, slice_mm: float) -> Path:
+    """A whole gate case of that series (cases_dir/clinical-fov): DICOM, ground truth, the golden from
+    a host run of the app and its measured limits, as `nox -s fixtures` writes the committed cases."""
+    from fixtures import generate
+    from fixtures.make_model import MODEL_FILE
+
+    config, case = fov_config(rows, fov_mm, slices, slice_mm)
+    config["cases"] = {"clinical-fov": case}
+    digest = hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
+    generate.generate_case(config, "clinical-fov", cases_dir / "clinical-fov", MODEL_FILE, digest, None)
+    return cases_dir / "clinical-fov"
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
