@@ -142,13 +142,12 @@ def merge_reports(reports: list[dict[str, Any]], replace: bool = False) -> dict[
         )
     figures: dict[str, dict[str, Any]] = {}
     parts: list[dict[str, Any]] = []
-    for report in reports:
+    for index, report in enumerate(reports):
         own = _parts(report)
         for figure in report["figures"]:
             figures.pop(figure["key"], None)  # a later measurement goes where it was measured
             figures[figure["key"]] = figure
-        later = {figure["key"]: figure.get("section") for later_report in reports[reports.index(report) + 1 :]
-                 for figure in later_report["figures"]}  # fmt: skip
+        later = {f["key"]: f.get("section") for after in reports[index + 1 :] for f in after["figures"]}
         for key in sorted(later.keys() & {figure["key"] for figure in report["figures"]}):
             # the command that measured it: the one that ran its section (all, when that is not known)
             ran = [part for part in own if later[key] in part["finished"]] or own

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +79,22 @@ def torch18_image(docker_host: None) -> Iterator[BuildRecord]:
     so the default profile's reports/build.json and SBOM stay as they are."""
     report = build.REPORTS / TORCH18_PROFILE / "build.json"
     yield from held(build.build(profiles.load(TORCH18_PROFILE), report=report))
+
+
+@pytest.fixture
+def passing(tmp_path: Path) -> dict[str, Any]:
+    """The metrics.json of a passing gate over realistic cases (tests/test_report.py builds them)."""
+    from test_report import passing_metrics
+
+    return passing_metrics(tmp_path)
+
+
+@pytest.fixture
+def failing(tmp_path: Path) -> dict[str, Any]:
+    """The metrics.json of a failing gate: a shifted case and a run that failed."""
+    from test_report import failing_metrics
+
+    return failing_metrics(tmp_path)
 
 
 def run_gate(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:

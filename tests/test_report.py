@@ -219,16 +219,6 @@ def failing_metrics(root: Path) -> dict[str, Any]:
     )
 
 
-@pytest.fixture
-def passing(tmp_path: Path) -> dict[str, Any]:
-    return passing_metrics(tmp_path)
-
-
-@pytest.fixture
-def failing(tmp_path: Path) -> dict[str, Any]:
-    return failing_metrics(tmp_path)
-
-
 def test_passing_report_is_written_and_self_contained(passing: dict[str, Any], tmp_path: Path) -> None:
     path = write_report(passing, tmp_path / "report")
     html = path.read_text()

@@ -19,7 +19,6 @@ from typing import Any
 import jinja2
 import pytest
 from conftest import IN_CI
-from test_report import failing_metrics, passing_metrics  # realistic metrics, as the gate writes them
 
 from validation import build, report, report_view
 from validation.results import GateResults
@@ -162,16 +161,6 @@ def assert_images_decoded(seen: dict[str, Any], expected: int) -> None:
     assert len(seen["images"]) == expected
     for alt, complete, width, height in seen["images"]:
         assert complete and width > 0 and height > 0, f"overlay {alt!r} did not decode"
-
-
-@pytest.fixture
-def passing(tmp_path: Path) -> dict[str, Any]:
-    return passing_metrics(tmp_path)
-
-
-@pytest.fixture
-def failing(tmp_path: Path) -> dict[str, Any]:
-    return failing_metrics(tmp_path)
 
 
 def test_passing_report_in_a_browser(browser: Any, passing: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
-from test_report import NAMES, TOLERANCES, _case, _images, _metrics, failing_metrics
+from test_report import NAMES, TOLERANCES, _case, _images, _metrics
 
 from validation import compare, report
 from validation.errors import GateError
@@ -37,11 +37,6 @@ def masks_gone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list
         return masks
 
     yield remove  # type: ignore[misc]
-
-
-@pytest.fixture
-def failing(tmp_path: Path) -> dict[str, Any]:
-    return failing_metrics(tmp_path)
 
 
 def test_the_report_never_reads_a_mask(failing: dict[str, Any], masks_gone: Any, tmp_path: Path) -> None:

@@ -79,12 +79,13 @@ def read_archive(archive: tarfile.TarFile, app_dir: str) -> ImageFiles:
         handle = archive.extractfile(member)
         if handle is None:
             continue
-        if path.startswith(app_prefix) or METADATA_MEMBER.search(path):
+        in_app, metadata = path.startswith(app_prefix), METADATA_MEMBER.search(path) is not None
+        if in_app or metadata:
             content = handle.read()
             head = content[:20]
-            if path.startswith(app_prefix):
+            if in_app:
                 found.app_digests[path.removeprefix(app_prefix)] = hashlib.sha256(content).hexdigest()
-            parsed = parse_metadata(content) if METADATA_MEMBER.search(path) else None
+            parsed = parse_metadata(content) if metadata else None
             if parsed:
                 site = "/" + str(PurePosixPath(path).parent.parent)
                 found.distributions.setdefault(site, {}).setdefault(*parsed)
