@@ -30,11 +30,13 @@ SIZE_OVER = {
     "recipe": Headline("size_over_recipe", "3  image size ÷ hand-written recipe"),
 }
 HEADLINES = (SIZE_OVER["single_stage"],)
-# What a runtime image may drop, by path: first match wins.
+# What a runtime image may drop, by path: first match wins. A distribution's own files (its
+# .dist-info, licenses included) are never counted.
+PACKAGE_FILE = r"/site-packages/(?![^/]+\.dist-info/)"
 TRIMMABLE = (
     ("bytecode (__pycache__, *.pyc)", re.compile(r"(/__pycache__/|\.pyc$)")),
-    ("test suites", re.compile(r"/site-packages/[^/]+/(?:.*/)?tests?/")),  # not testing/: imported
-    ("C/C++ headers", re.compile(r"/site-packages/.*(?:/include/|\.(?:h|hpp|cuh)$)")),
+    ("test suites", re.compile(PACKAGE_FILE + r"[^/]+/(?:.*/)?tests?/")),  # not testing/: imported
+    ("C/C++ headers", re.compile(PACKAGE_FILE + r".*(?:/include/|\.(?:h|hpp|cuh)$)")),
     ("static libraries", re.compile(r"\.a$")),
 )
 

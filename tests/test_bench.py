@@ -354,6 +354,8 @@ def test_the_single_stage_baseline_is_competent() -> None:
         ("/opt/venv/lib/python3.11/site-packages/torch/lib/libfoo.a", "static libraries"),
         ("/opt/venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so", None),
         ("/opt/venv/lib/python3.11/site-packages/pytest_helpers/plugin.py", None),
+        ("/opt/venv/lib/python3.11/site-packages/torch/test/Dict_test", "test suites"),
+        ("/opt/venv/lib/python3.11/site-packages/numpy-2.4.6.dist-info/licenses/numpy/include/a.h", None),
     ],
 )
 def test_trimmable_paths(path: str, label: str | None) -> None:

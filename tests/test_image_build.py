@@ -80,3 +80,12 @@ def test_sbom_lists_what_the_image_holds(built_image: BuildRecord) -> None:
     purls = {component["purl"] for component in sbom["components"]}
     locked = build.lock.parse_lock(profiles.load().lock_path)
     assert {f"pkg:pypi/{p.name}@{p.version}" for p in locked} <= purls
+
+
+def test_the_image_carries_no_test_suites_or_headers(built_image: BuildRecord) -> None:
+    """The packages' test suites and C/C++ headers are removed in the step that installs them (no run
+    imports them); what the image-size bench counts as trimmable in those two kinds is nothing."""
+    from bench.size import trimmable_bytes
+
+    trimmable = trimmable_bytes(built_image.image_id, built_image.platform)
+    assert trimmable["test suites"] == 0 and trimmable["C/C++ headers"] == 0, trimmable
