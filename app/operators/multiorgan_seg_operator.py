@@ -26,6 +26,7 @@ from monai.transforms import (
     Orientationd,
     ScaleIntensityRanged,
     Spacingd,
+    apply_transform,
 )
 from monai.utils import MetaKeys, SpaceKeys
 from stages import POST_TRANSFORMS, PRE_TRANSFORMS, stage, window_count, window_label
@@ -143,8 +144,14 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
                 predictor=TimedWindows(model, windows),
             )
             with stage(POST_TRANSFORMS):
-                result = next(post_transforms(item) for item in decollate_batch(batch))[PRED_KEY]
-                labels = np.squeeze(result.cpu().numpy(), 0).T.astype(np.uint8)
+                item = decollate_batch(batch)[0]
+                del batch, images
+                # One transform at a time, each input dropped as soon as it is used: the logits and
+                # their softmax (14 channels each) would otherwise stay in memory while the argmax is
+                # resampled back to the input's full grid, the run's largest allocation.
+                for transform in post_transforms.transforms:
+                    item = apply_transform(transform, item)
+                labels = np.squeeze(item[PRED_KEY].cpu().numpy(), 0).T.astype(np.uint8)
         op_output.set(Image(labels, metadata), "seg_image")
 
     def _check_model_output(self, prediction: torch.Tensor) -> torch.Tensor:
