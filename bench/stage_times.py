@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import json
 import os
+import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -27,19 +28,22 @@ from typing import Any
 
 from validation import contract, engine, run
 
-# An adult abdomen is about 35 x 26 cm; the phantom's body (17 x 13 cm) is widened to it so that the
-# foreground crop, and with it the number of windows, is that of a clinical series.
-BODY_SEMI_AXES_MM = (175.0, 130.0)
+
+def generated_case(name: str) -> dict[str, Any]:
+    """phantoms.toml's [generated.cases.NAME]: rows, fov_mm, slices, slice_mm and its memory limit."""
+    from fixtures.phantom import load_config
+
+    return dict(load_config()["generated"]["cases"][name])
 
 
 def fov_config(rows: int, fov_mm: float, slices: int, slice_mm: float) -> tuple[dict[str, Any], dict]:
-    """phantoms.toml with the body widened to an adult's, and a case of `rows` x `rows` pixels over
-    `fov_mm` (the standard case's position and noise)."""
+    """phantoms.toml with the body widened to an adult's ([generated]), and a case of `rows` x `rows`
+    pixels over `fov_mm` (the standard case's position and noise)."""
     from fixtures.phantom import load_config
 
     config = copy.deepcopy(load_config())
     body = next(structure for structure in config["structures"] if structure["name"] == "body")
-    body["semi_axes"] = list(BODY_SEMI_AXES_MM)
+    body["semi_axes"] = list(config["generated"]["body_semi_axes_mm"])
     case = {
         **config["cases"]["standard"],
         "description": f"{rows} x {rows} pixels over {fov_mm:g} mm, {slices} slices of {slice_mm:g} mm",
@@ -66,17 +70,20 @@ def write_fov_series(folder: Path, rows: int, fov_mm: float, slices: int, slice_
     return dicom
 
 
-def write_fov_case(cases_dir: Path, rows: int, fov_mm: float, slices: int, slice_mm: float) -> Path:
-    """A whole gate case of that series (cases_dir/clinical-fov): DICOM, ground truth, the golden from
-    a host run of the app and its measured limits, as `nox -s fixtures` writes the committed cases."""
+def write_generated_case(cases_dir: Path, name: str) -> Path:
+    """phantoms.toml's generated case NAME as a whole gate case (cases_dir/NAME): DICOM, ground truth,
+    the golden from a host run of the app and its measured limits, as `nox -s fixtures` writes the
+    committed cases. Its timeout is left to scale with its windows; its memory limit is stated."""
     from fixtures import generate
     from fixtures.make_model import MODEL_FILE
 
-    config, case = fov_config(rows, fov_mm, slices, slice_mm)
-    config["cases"] = {"clinical-fov": case}
+    spec = generated_case(name)
+    config, case = fov_config(spec["rows"], spec["fov_mm"], spec["slices"], spec["slice_mm"])
+    config["cases"] = {name: case}
+    config["case_toml"] = {**config["case_toml"], "run": {"memory": spec["memory"]}}
     digest = hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
-    generate.generate_case(config, "clinical-fov", cases_dir / "clinical-fov", MODEL_FILE, digest, None)
-    return cases_dir / "clinical-fov"
+    generate.generate_case(config, name, cases_dir / name, MODEL_FILE, digest, None)
+    return cases_dir / name
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,10 +102,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.image:
             overlay = Path(args.app_dir) if args.app_dir else None
             result = run.run_container(
-                args.image, app, dicom, model, output, args.timeout, app_overlay=overlay
+                args.image, app, dicom, model, output, args.timeout, args.memory, app_overlay=overlay
             )
         else:
             result = run.run_host(app, dicom, model, output, args.timeout)
+            # this process's only child, so the largest child's peak is the app run's
+            result.peak_memory_bytes = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     stages = result.stage_seconds
     return {
         "command": " ".join(["python -m bench.stage_times", *args.argv]),
@@ -182,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=20)
     parser.add_argument("--slice-mm", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--memory", default="8g", help="the container's memory limit (docker run --memory)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep", help="write the generated series under this folder (to reuse with --dicom)")
     parser.add_argument("--dicom", help="measure this series instead of generating one")

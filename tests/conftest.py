@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +98,30 @@ def failing(tmp_path: Path) -> dict[str, Any]:
     return failing_metrics(tmp_path)
 
 
-def run_gate(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m validation acceptance ARGS` from the repo root, asserting that none of its own
-    containers (found by the gate's pid label) is left, whatever other gates run on the engine."""
+def start_gate(args: list[str], logs: Path) -> subprocess.Popen[str]:
+    """`python -m validation acceptance ARGS` from the repo root, started; its output goes to files
+    in `logs`, so that gates run side by side never block on a full pipe."""
+    logs.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "validation", "acceptance", *args]
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    process = subprocess.Popen(command, cwd=profiles.ROOT, **pipes)
-    stdout, stderr = process.communicate(timeout=timeout)
+    with (logs / "stdout").open("w") as stdout, (logs / "stderr").open("w") as stderr:
+        return subprocess.Popen(command, cwd=profiles.ROOT, stdout=stdout, stderr=stderr, text=True)
+
+
+def finish_gate(process: subprocess.Popen[str], logs: Path, timeout: float | None = None
+                ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Waits for a started gate, asserting that none of its own containers (found by the gate's pid
+    label) is left, whatever other gates run on the engine."""
+    process.wait(timeout=timeout)
     left = run.leftover_containers(f"org.armgate.gate-pid={process.pid}")
     assert not left, f"the gate left containers behind: {left}"
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    stdout, stderr = (logs / "stdout").read_text(), (logs / "stderr").read_text()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_gate(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """One gate, run to its end (start_gate and finish_gate), its output kept in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="armgate-gate-output-") as logs:
+        return finish_gate(start_gate(args, Path(logs)), Path(logs), timeout)
 
 
 def fixture_digest() -> dict[str, str]:
