@@ -60,7 +60,8 @@ def test_a_full_size_series_is_gated_on_every_profile(
     selection = {"bookworm": [], TORCH18_PROFILE: ["-k", TORCH18_UNCLAIMED]}
     started = {}
     for profile, image in images.items():
-        args = ["--image", image.image_id, "--cases", str(full_size_case.parent), "--jobs", "1"]
+        args = ["--profile", profile, "--image", image.image_id, "--cases", str(full_size_case.parent)]
+        args += ["--jobs", "1"]
         args += [*selection[profile], "--reports", str(tmp_path / profile / "acceptance")]
         started[profile] = start_gate(args, tmp_path / profile / "output")
     results = {profile: finish_gate(gate, tmp_path / profile / "output") for profile, gate in started.items()}
