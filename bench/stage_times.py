@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=20)
     parser.add_argument("--slice-mm", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=3600.0)
-    parser.add_argument("--memory", default="8g", help="the container's memory limit (docker run --memory)")
+    parser.add_argument(
+        "--memory", default="8g", help="docker run --memory (8g: a 512 x 512 x 300 series)"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep", help="write the generated series under this folder (to reuse with --dicom)")
     parser.add_argument("--dicom", help="measure this series instead of generating one")
