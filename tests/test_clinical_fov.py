@@ -8,10 +8,11 @@ from a host run and its ground-truth limits measured, as `nox -s fixtures` write
 cases. Its memory limit is the one phantoms.toml states for it. The two profiles' gates run side by
 side, one run at a time each (`--jobs 1`): the app uses one core.
 
-On the torch-1.8 stack (MONAI 1.1.0) the mask of this series lies about a tenth of a slice lower
-than the host's (MONAI 1.6.1), which resamples its 1.25 mm slices differently: the gate fails its
-golden and host agreement, as it must. That profile is gated PARTIAL here, without those checks,
-until the app resamples alike on both stacks (README "A full-size series").
+On the torch-1.8 stack (MONAI 1.1.0) the mask of this series differs from the host's (MONAI 1.6.1)
+at organ borders in the input slices that lie exactly half-way between two of the model's 2 mm
+slices: nearest-neighbour breaks that tie differently when the mask is resampled back. The gate
+fails its golden and host agreement, as it must. That profile is gated PARTIAL here, without those
+checks, until the app inverts the resampling with one tie rule (README "A full-size series").
 """
 
 from __future__ import annotations
