@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from app_config import HU_WINDOW, ROI_SIZE, SW_BATCH_SIZE, SW_OVERLAP, TARGET_SPACING_MM, label_names
 from input_checks import AppInputError
-from monai.data import DataLoader, Dataset, decollate_batch
+from label_grid import labels_on_input_grid
+from monai.data import DataLoader, Dataset
 from monai.deploy.core import ExecutionContext, Image, InputContext, OutputContext
 from monai.deploy.operators.monai_seg_inference_operator import InMemImageReader, MonaiSegInferenceOperator
 from monai.inferers import sliding_window_inference
@@ -20,13 +21,11 @@ from monai.transforms import (
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
-    Invertd,
     LoadImaged,
     MapTransform,
     Orientationd,
     ScaleIntensityRanged,
     Spacingd,
-    apply_transform,
 )
 from monai.utils import MetaKeys, SpaceKeys
 from stages import POST_TRANSFORMS, PRE_TRANSFORMS, stage, window_count, window_label
@@ -90,7 +89,7 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
 
     Pre: RAS orientation, 1.5 x 1.5 x 2.0 mm spacing (orientation first so the spacing is per R, A, S),
     HU -175..250 -> 0..1 clipped, crop to the body. Sliding 96^3 windows. Post: softmax, argmax, and
-    Invertd back through crop, spacing (nearest) and orientation to the input's voxel grid.
+    the argmax's nearest voxel for each voxel of the input's grid (label_grid).
     """
 
     def __init__(self) -> None:
@@ -115,43 +114,45 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
         self._infer(op_input, op_output, model)
 
     def _infer(self, op_input: InputContext, op_output: OutputContext, model: Callable[..., Any]) -> None:
-        """The SDK's compute (pre-transforms through its Dataset, sliding windows, post-transforms,
-        transposed back to D, H, W), with each part timed as a stage and each window call logged."""
+        """The SDK's compute (pre-transforms through its Dataset, sliding windows, post-transforms),
+        with each part timed as a stage and each window call logged. The argmax goes back to the
+        input's grid through label_grid, not MONAI's Invertd (one tie rule on every stack, no 4 GB
+        coordinate grid), and is transposed back to D, H, W."""
         input_image = op_input.get("image")
         if not input_image:
             raise ValueError("Input is None.")
         metadata = self._convert_dicom_metadata_datatype(input_image.metadata())
         image_name = str(metadata.get("SeriesInstanceUID", "Img_in_context"))
         pre_transforms = self.pre_process(InMemImageReader(input_image))
-        post_transforms = self.post_process(pre_transforms)
         dataset = Dataset(data=[{IMAGE_KEY: image_name}], transform=pre_transforms)
         loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
         with torch.no_grad():
             with stage(PRE_TRANSFORMS):
-                batch = next(iter(loader))
-            images = batch[IMAGE_KEY]
+                images = next(iter(loader))[IMAGE_KEY]
+            model_affine = np.asarray(images.affine, dtype=np.float64).reshape(-1, 4, 4)[0]
             windows = window_count(images.shape[2:], ROI_SIZE, SW_OVERLAP)
             size = "x".join(str(n) for n in images.shape[2:])
             logger.info(
                 "Model input %s voxels at %s mm: %d windows of %s, %d per call",
                 size, TARGET_SPACING_MM, windows, ROI_SIZE, SW_BATCH_SIZE,
             )  # fmt: skip
-            batch[PRED_KEY] = sliding_window_inference(
+            logits = sliding_window_inference(
                 inputs=images,
                 roi_size=ROI_SIZE,
                 sw_batch_size=SW_BATCH_SIZE,
                 overlap=SW_OVERLAP,
                 predictor=TimedWindows(model, windows),
             )
+            del images
             with stage(POST_TRANSFORMS):
-                item = decollate_batch(batch)[0]
-                del batch, images
-                # One transform at a time, each input dropped as soon as it is used: the logits and
-                # their softmax (14 channels each) would otherwise stay in memory while the argmax is
-                # resampled back to the input's full grid, the run's largest allocation.
-                for transform in post_transforms.transforms:
-                    item = apply_transform(transform, item)
-                labels = np.squeeze(item[PRED_KEY].cpu().numpy(), 0).T.astype(np.uint8)
+                model_labels = self.post_process(pre_transforms)({PRED_KEY: logits[0]})[PRED_KEY]
+                del logits
+                labels = labels_on_input_grid(
+                    np.asarray(model_labels.cpu().numpy()[0], dtype=np.uint8),
+                    model_affine,
+                    ras_affine_from_metadata(input_image.metadata()),
+                    input_image.asnumpy().shape[::-1],  # the reader's axis order (x, y, z)
+                ).T
         op_output.set(Image(labels, metadata), "seg_image")
 
     def _check_model_output(self, prediction: torch.Tensor) -> torch.Tensor:
@@ -191,11 +192,11 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
         )
 
     def post_process(self, data: Compose, *args: Any, **kwargs: Any) -> Compose:
+        """On the model's grid: the output checked, softmax, argmax (label_grid takes it back)."""
         return Compose(
             [
                 CheckOutputd(keys=PRED_KEY, check=self._check_model_output),
                 Activationsd(keys=PRED_KEY, softmax=True),
                 AsDiscreted(keys=PRED_KEY, argmax=True),
-                Invertd(keys=PRED_KEY, transform=data, orig_keys=IMAGE_KEY, nearest_interp=True),
             ]
         )
