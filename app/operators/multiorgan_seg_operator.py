@@ -54,8 +54,8 @@ class RasInMemImageReader(InMemImageReader):
 
 
 class CheckOutputd(MapTransform):
-    """Applies a check to the prediction and records nothing: monai 1.1's Invertd refuses a traced
-    (invertible) Lambdad placed before it, so the check must not be an invertible transform."""
+    """Applies a check to the prediction and passes it on unchanged (a transform that records nothing,
+    unlike a Lambdad, which MONAI traces as invertible)."""
 
     def __init__(self, keys: str, check: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__(keys)
