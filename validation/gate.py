@@ -32,6 +32,7 @@ from validation import (
     cases,
     compare,
     contract,
+    cores,
     engine,
     model_check,
     overlays,
@@ -76,6 +77,7 @@ class GateSession:
     pins: list[dict[str, Any]] = field(default_factory=list)  # what test_pin recorded, for the report
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
+    _cores: cores.CoreBudget | None = None  # set with the pool: which core the image checks may take
     _comparisons: dict[tuple[str, str], results.Comparison] = field(default_factory=dict)
     _image_facts: engine.ImageFacts | None = None
     _seg: dict[str, list[compare.CheckOutcome]] = field(default_factory=dict)
@@ -124,13 +126,14 @@ class GateSession:
             yield name
 
     def _run(self, name: str, where: str) -> run.RunResult:
-        steps = self._progress[where]
-        steps.update(detail=f"{name} running")
-        try:
-            result = self._run_case(name, where, steps)
-        except BaseException:
-            steps.advance(detail=f"{name} stopped")
-            raise
+        with self._cores.run():  # counted as running from its first step, whatever happens in it
+            steps = self._progress[where]
+            steps.update(detail=f"{name} running")
+            try:
+                result = self._run_case(name, where, steps)
+            except BaseException:
+                steps.advance(detail=f"{name} stopped")
+                raise
         steps.advance(detail=f"{name} {'done' if result.ok else 'stopped' if result.cancelled else 'failed'}")
         if steps.completed == steps.total:
             steps.close(failed=False)
@@ -157,18 +160,31 @@ class GateSession:
         """Start the selected checks' runs in the background: one case uses one core (the app runs
         single-threaded for determinism), so the others run cases and image checks meanwhile."""
         self._executor = self._executor or ThreadPoolExecutor(max_workers=self.config.jobs)
+        self._cores = self._cores or cores.CoreBudget(cores.available_cores(), self.config.jobs)
         for key in keys:
             if key not in self._runs:
                 name, where = key
                 if where not in self._progress:
                     self._progress[where] = progress.Step(f"{where} runs", 0, "cases", self.out)
                 self._progress[where].grow(1)
+                self._cores.queue()
                 self._runs[key] = self._executor.submit(self._run, name, where)
+
+    @contextmanager
+    def spare_core(self) -> Iterator[None]:
+        """For the image checks: a core no case run is about to take (validation/cores.py)."""
+        if self._cores is None:  # no case runs in this gate run
+            yield
+            return
+        with self._cores.spare_core(self.stopping):
+            yield
 
     def stop(self) -> None:
         """End every container of this gate run and wait for the workers. Workers see `stopping`
         before they create a container and while they wait on one, so none can start after this."""
         self.stopping.set()
+        if self._cores is not None:
+            self._cores.wake()
         run.remove_containers(self.own_containers)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)

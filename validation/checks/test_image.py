@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+from collections.abc import Iterator
 
 import pytest
 from packaging.utils import canonicalize_name
@@ -13,6 +14,13 @@ from validation import engine, image_files, lock
 from validation.plugin import PIN_PROPERTY
 
 SECRET_WORDS = ("proxy", "password", "passwd=", "token", "secret", "credential", "_auth")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def spare_core(gate) -> Iterator[None]:
+    """The image checks run on a core no case run is about to take: beside the runs, not in their way."""
+    with gate.spare_core():
+        yield
 
 
 def _config(gate) -> dict:
