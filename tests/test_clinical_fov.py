@@ -23,17 +23,12 @@ import pytest
 
 from bench import stage_times
 from tests.conftest import TORCH18_PROFILE, finish_gate, fixture_digest, start_gate
+from validation import cases
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 FULL_SIZE = "full-size"
-UNITS = {"k": 2**10, "m": 2**20, "g": 2**30}  # docker run --memory's suffixes
-
-
-def memory_bytes(limit: str) -> int:
-    return int(float(limit[:-1]) * UNITS[limit[-1].lower()]) if limit[-1].isalpha() else int(limit)
-
 
 @pytest.fixture(scope="module")
 def full_size_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -51,7 +46,7 @@ def test_a_full_size_series_is_gated_on_every_profile(
     many windows as the host's run, and each container run's peak memory stays within the case's
     stated limit."""
     with (full_size_case / "case.toml").open("rb") as handle:
-        limit = memory_bytes(tomllib.load(handle)["run"]["memory"])
+        limit = cases.memory_bytes(tomllib.load(handle)["run"]["memory"])
     before = fixture_digest()
     images = {"bookworm": built_image, TORCH18_PROFILE: torch18_image}
     started = {}

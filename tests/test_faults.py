@@ -355,6 +355,20 @@ def test_gate_refuses_a_case_timeout_that_is_not_seconds(tmp_path: Path) -> None
     assert_one_line(result, 2, "armgate:", case_toml, "field 'run.timeout_s' must be seconds > 0")
 
 
+@pytest.mark.parametrize("memory", ['"lots"', '"0g"', '"4 GiB"', "4"])
+def test_gate_refuses_a_case_memory_limit_docker_would_not_take(tmp_path: Path, memory: str) -> None:
+    folder = copy_case(tmp_path)
+    edit_case_toml(folder / "standard", 'memory = "4g"', f"memory = {memory}")
+    result = invoke(gate_args(tmp_path / "acceptance", "--cases", str(folder), "--image", "any:0"), tmp_path)
+    case_toml = str(folder / "standard" / "case.toml")
+    assert_one_line(result, 2, "armgate:", case_toml, "field 'run.memory' must be a size", '"4g"')
+
+
+def test_memory_sizes_read_as_docker_reads_them() -> None:
+    sizes = {"4g": 4 * 2**30, "4G": 4 * 2**30, "512m": 512 * 2**20, "1.5g": 3 * 2**29, "2048": 2048}
+    assert {text: cases.memory_bytes(text) for text in sizes} == sizes
+
+
 # ------------------------------------------------------------------ case timeouts and where runs stop
 
 

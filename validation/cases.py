@@ -142,6 +142,20 @@ def estimated_windows(extent_mm: tuple[float, float, float], model: RunTime) -> 
     return window_count(size, model.window, model.window_overlap)
 
 
+MEMORY_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}  # `docker run --memory`'s suffixes
+
+
+def memory_bytes(limit: str) -> int | None:
+    """A `docker run --memory` size ("4g", "512m", "1073741824") in bytes; None if it is not one."""
+    text = limit.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in MEMORY_UNITS else (text, "b")
+    try:
+        value = float(number) * MEMORY_UNITS[unit]
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value > 0 else None
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -221,6 +235,11 @@ def load_case(path: Path, known_labels: Iterable[int] | None = None, model: RunT
                 f"{reference}: reference mask missing; regenerate with `nox -s fixtures` or add it"
             )
     timeout_s, timeout_basis = _timeout(path, data, defaults["run"]["timeout_s"], dicom_dir, model)
+    if not isinstance(run["memory"], str) or memory_bytes(run["memory"]) is None:
+        raise GateError(
+            f"{path / 'case.toml'}: field 'run.memory' must be a size as `docker run --memory` takes it, "
+            'e.g. "4g" or "512m"'
+        )
     return Case(
         name=path.name,
         path=path,
