@@ -8,9 +8,9 @@ from a host run and its ground-truth limits measured, as `nox -s fixtures` write
 cases. Its memory limit is the one phantoms.toml states for it. The two profiles' gates run side by
 side, one run at a time each (`--jobs 1`): the app uses one core.
 
-Every fourth of this series' 1.25 mm slices lies exactly half-way between two of the model's 2 mm
-slices. The app breaks that tie one way on every stack (app/label_grid.py), so the torch-1.8 stack
-(MONAI 1.1.0) must write the host's mask (MONAI 1.6.1) and pass the same checks.
+One in eight of this series' 1.25 mm slices (z = 4 mod 8) lies exactly half-way between two of the
+model's 2 mm slices. The app breaks that tie one way on every stack (app/label_grid.py), so the
+torch-1.8 stack (MONAI 1.1.0) must write the host's mask (MONAI 1.6.1) and pass the same checks.
 """
 
 from __future__ import annotations
