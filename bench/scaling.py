@@ -3,7 +3,7 @@
 Both gates run copies of one case (the same work per case) with the same flags and --jobs, so a
 figure above 1 is the gate's own cost growing with the case count: a site gating hundreds of its
 studies must not pay more per case, nor hold every case's masks in the gate process. The peak
-memory is the gate process's own (its ru_maxrss), not that of the app runs it starts.
+memory is the gate process's own (its VmHWM), not that of the app runs it starts.
 """
 
 from __future__ import annotations
@@ -29,16 +29,18 @@ MEMORY_GROWTH = Headline(
     "gate_peak_memory_growth", f"6  gate process peak memory, {MANY} ÷ {FEW} cases", Target("<=", 1.2)
 )
 HEADLINES = (TIME_GROWTH, MEMORY_GROWTH)
-# Runs the public gate (`python -m validation ...`) in this process and writes its own peak RSS
-# (KiB, Linux's ru_maxrss) to the file named first: children (the app runs) are not counted.
+# Runs the public gate (`python -m validation ...`) in this process and writes its own peak resident
+# size (KiB) to the file named first: VmHWM, the high-water mark of this process's memory since it
+# started; children (the app runs) are not counted. Not ru_maxrss: Linux carries the parent's peak
+# over to a child at exec, so a gate started from a large bench process would report the bench's size.
 GATE_WITH_PEAK = """\
-import resource, runpy, sys
+import runpy, sys
 peak_file = sys.argv.pop(1)
 try:
     runpy.run_module("validation", run_name="__main__", alter_sys=True)
 finally:
-    with open(peak_file, "w") as handle:
-        handle.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    with open("/proc/self/status") as status, open(peak_file, "w") as handle:
+        handle.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 """
 
 
@@ -91,7 +93,7 @@ def growth_figures(few: list[dict[str, Any]], many: list[dict[str, Any]], case_n
 
     return [
         growth(TIME_GROWTH, many_per_case, few_per_case, f"s per case; {same_work}"),
-        growth(MEMORY_GROWTH, many_peak, few_peak, "GB, the gate's own ru_maxrss"),
+        growth(MEMORY_GROWTH, many_peak, few_peak, "GB, the gate's own peak resident size (VmHWM)"),
         *(
             Figure(
                 f"gate_s_{count}_cases",

@@ -179,6 +179,29 @@ def test_the_peak_wrapper_runs_the_public_cli_and_writes_its_own_peak(tmp_path: 
     assert int(peak.read_text()) > 10_000  # KiB: at least the interpreter itself
 
 
+# A parent holding PARENT_MB of touched memory starts the peak wrapper: the bench process is that
+# parent, and after its compare section it holds gigabytes.
+PARENT_MB = 600
+BIG_PARENT = """\
+import subprocess, sys
+held = bytearray({mb} * 2**20)
+held[:: 4096] = b"x" * len(held[:: 4096])  # touch every page
+subprocess.run(sys.argv[1:], check=False, capture_output=True)
+"""
+
+
+def test_the_peak_is_the_gates_own_not_its_parents(tmp_path: Path) -> None:
+    """The wrapper reports the gate's own peak even when the process that starts it is large (Linux
+    hands a parent's ru_maxrss on to its child at exec)."""
+    peak = tmp_path / "peak"
+    wrapper = [sys.executable, "-c", scaling.GATE_WITH_PEAK, str(peak), "merge", str(tmp_path / "none")]
+    subprocess.run(
+        [sys.executable, "-c", BIG_PARENT.format(mb=PARENT_MB), *wrapper], cwd=build.ROOT, check=True
+    )
+    own_mb = int(peak.read_text()) / 1024
+    assert 10 < own_mb < PARENT_MB / 2, f"the wrapper reported {own_mb:.0f} MB"
+
+
 def test_the_scaling_gate_is_the_users_gate_at_its_default_jobs(tmp_path: Path) -> None:
     ctx = type(
         "C", (), {"profile": type("P", (), {"name": "bookworm"})(), "app": contract.load(), "image": "img",
