@@ -59,10 +59,11 @@ def _provenance(report: dict[str, Any]) -> list[str]:
     )
     parts = report.get("parts")
     if not parts:
+        revision = f"revision {report['revision']}" if report.get("revision") else "revision not recorded"
         return [
-            f"Measured {_when(report['started'])} with `{report['command']}` ({runs(report)} per figure, "
-            f"{report.get('seconds', 0) / 60:.0f} min in all) on {where}, load average "
-            f"{machine['loadavg_start'][0]:.1f} at the start."
+            f"Measured {_when(report['started'])} with `{report['command']}` on {revision} "
+            f"({runs(report)} per figure, {report.get('seconds', 0) / 60:.0f} min in all) on {where}, "
+            f"load average {machine['loadavg_start'][0]:.1f} at the start."
         ]
     lines = [f"Measured on {where}, by {len(parts)} commands ({runs(report)} per figure at most):", ""]
     for part in parts:

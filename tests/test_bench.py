@@ -474,6 +474,8 @@ def _report(status_ratio: float = 0.95) -> dict:
 def test_the_readme_table_is_rendered_from_the_report(tmp_path: Path) -> None:
     table = readme.render_table(_report())
     assert "2026-11-26 15:00 UTC" in table and "AMD EPYC" in table and "3 run(s)" in table
+    assert "on revision not recorded" in table  # the figures hold for one commit: say which, or that none was
+    assert "on revision 0123456789ab" in readme.render_table({**_report(), "revision": "0123456789ab"})
     assert "| 1  gate ÷ bare | 0.95× | 0.9× – 1× | ≤ 1.1 | met | gate 60 s / bare 58 s |" in table
     text = f"# x\n## Benchmarks\nintro\n{readme.BEGIN}\nold numbers\n{readme.END}\n## Next\n"
     updated = readme.replace_section(text, table)
