@@ -8,6 +8,7 @@ import platform
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -97,17 +98,51 @@ def terminate_as_interrupt() -> Iterator[None]:
 CHILD_CLEANUP_S = 300  # a gate or build interrupted mid-run removes its containers within this
 
 
+class HeldInterrupts:
+    """Ctrl-C and SIGTERM recorded instead of raised until release(), which raises one that came as
+    KeyboardInterrupt. Raised inside Popen, after the fork, an interrupt would leave the new child
+    without its SIGINT. Only the main thread receives signals; elsewhere nothing is held."""
+
+    def __init__(self) -> None:
+        self.came = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> HeldInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.came = True
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+
+    def release(self) -> None:
+        self._restore()
+        if self.came:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+
 def run_to_log(command: Sequence[str], log: Path, cwd: Path | None = None) -> int:
     """Run an armgate command with its output in `log`; its exit code.
 
     The child has a session of its own, so a Ctrl-C reaches the bench alone, which passes one SIGINT
     on and waits while the child cleans up: killed outright (as subprocess.run does on an
-    interrupt), a gate would leave its containers running."""
-    with log.open("a") as handle:
+    interrupt), a gate would leave its containers running. An interrupt that comes while the child
+    is being started is held until it has started, then passed on the same way."""
+    with log.open("a") as handle, HeldInterrupts() as held:
         child = subprocess.Popen(
             list(command), cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
+            held.release()
             return child.wait()
         except BaseException:
             child.send_signal(signal.SIGINT)

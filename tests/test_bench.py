@@ -125,14 +125,32 @@ time.sleep(120)
 """
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_an_interrupted_bench_lets_its_gate_clean_up(tmp_path: Path, stop: signal.Signals) -> None:
+# Run in the bench process first for "while-it-starts": Popen returns only 2 s after the child has
+# started, as when a loaded machine leaves the bench waiting for a core right after the fork.
+SLOW_START = """
+import subprocess, time
+class SlowToReturn(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        time.sleep(2)
+subprocess.Popen = SlowToReturn
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop", "prelude"),
+    [(signal.SIGINT, ""), (signal.SIGTERM, ""), (signal.SIGINT, SLOW_START)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-while-it-starts"],
+)
+def test_an_interrupted_bench_lets_its_gate_clean_up(
+    tmp_path: Path, stop: signal.Signals, prelude: str
+) -> None:
     """Ctrl-C on the bench (here: SIGINT to the bench process alone), or SIGTERM as `timeout` sends,
-    reaches the gate it runs as one SIGINT, and the bench waits for the gate's cleanup; killed
-    outright, a gate leaves its containers running."""
+    reaches the gate it runs as one SIGINT, and the bench waits for the gate's cleanup, also when it
+    comes while the gate is being started; killed outright, a gate leaves its containers running."""
     marker, log = tmp_path / "cleaned", tmp_path / "child.log"
     child = [sys.executable, "-c", CLEANING_CHILD, str(marker)]
-    bench = (
+    bench = prelude + (
         "import pathlib, bench.common as c\n"
         f"with c.terminate_as_interrupt(): c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
     )
@@ -145,7 +163,7 @@ def test_an_interrupted_bench_lets_its_gate_clean_up(tmp_path: Path, stop: signa
     parent.send_signal(stop)
     _, stderr = parent.communicate(timeout=60)
     assert parent.returncode != 0 and "KeyboardInterrupt" in stderr
-    assert marker.read_text() == "cleaned", "the child was killed before its cleanup"
+    assert marker.is_file() and marker.read_text() == "cleaned", "the child never got to its cleanup"
 
 
 # --- the gate's cost as the case count grows ----------------------------------------------------
