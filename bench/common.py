@@ -110,7 +110,8 @@ class HeldInterrupts:
     def __enter__(self) -> HeldInterrupts:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._record)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored stays ignored (nohup, &)
+                    self._previous[signum] = signal.signal(signum, self._record)
         return self
 
     def _record(self, signum: int, frame: object) -> None:

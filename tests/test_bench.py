@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench import __main__ as cli
-from bench import compare_speed, figures, overhead, readme, rebuild, scaling, size
+from bench import common, compare_speed, figures, overhead, readme, rebuild, scaling, size
 from bench.figures import Figure, Target
 from validation import build, cases, contract, run
 
@@ -125,6 +126,9 @@ time.sleep(120)
 """
 
 
+# Ctrl-C as from a terminal: a process started with & by a non-interactive shell (a CI script) inherits
+# SIGINT ignored, and Python then never raises KeyboardInterrupt for it.
+AS_FROM_A_TERMINAL = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
 # Run in the bench process first for "while-it-starts": Popen returns only 2 s after the child has
 # started, as when a loaded machine leaves the bench waiting for a core right after the fork.
 SLOW_START = """
@@ -150,7 +154,7 @@ def test_an_interrupted_bench_lets_its_gate_clean_up(
     comes while the gate is being started; killed outright, a gate leaves its containers running."""
     marker, log = tmp_path / "cleaned", tmp_path / "child.log"
     child = [sys.executable, "-c", CLEANING_CHILD, str(marker)]
-    bench = prelude + (
+    bench = AS_FROM_A_TERMINAL + prelude + (
         "import pathlib, bench.common as c\n"
         f"with c.terminate_as_interrupt(): c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
     )
@@ -164,6 +168,23 @@ def test_an_interrupted_bench_lets_its_gate_clean_up(
     _, stderr = parent.communicate(timeout=60)
     assert parent.returncode != 0 and "KeyboardInterrupt" in stderr
     assert marker.is_file() and marker.read_text() == "cleaned", "the child never got to its cleanup"
+
+
+def test_held_interrupts_raise_at_release_and_an_ignored_one_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with common.HeldInterrupts() as held:
+            os.kill(os.getpid(), signal.SIGINT)  # recorded, not raised, while a child starts
+            with pytest.raises(KeyboardInterrupt):
+                held.release()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with common.HeldInterrupts() as held:
+            os.kill(os.getpid(), signal.SIGINT)
+            held.release()  # a bench started with nohup or & keeps ignoring Ctrl-C
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- the gate's cost as the case count grows ----------------------------------------------------
