@@ -82,17 +82,20 @@ def buildx(args: Sequence[str], log: Path) -> float:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (as `timeout` or a CI runner's cancel sends) ends the bench as Ctrl-C does: the gate it
-    runs gets its SIGINT and cleans up, and the bench removes the images it built."""
+    """Ctrl-C, and SIGTERM (as `timeout` or a CI runner's cancel sends), end the bench as a
+    KeyboardInterrupt, as they end the gate: the gate it runs gets its SIGINT and cleans up, and the
+    bench removes the images it built. Also in a process started with SIGINT ignored (a background
+    job of a script), as the gate does."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 CHILD_CLEANUP_S = 300  # a gate or build interrupted mid-run removes its containers within this
