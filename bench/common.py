@@ -80,6 +80,12 @@ def buildx(args: Sequence[str], log: Path) -> float:
     return time.monotonic() - started
 
 
+def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the handlers signal.signal returned (None: one set outside Python, taken as default)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Ctrl-C, and SIGTERM (as `timeout` or a CI runner's cancel sends), end the bench as a
@@ -94,8 +100,7 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        restore_handlers(previous)
 
 
 CHILD_CLEANUP_S = 300  # a gate or build interrupted mid-run removes its containers within this
@@ -121,8 +126,7 @@ class HeldInterrupts:
         self.came = True
 
     def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        restore_handlers(self._previous)
         self._previous.clear()
 
     def release(self) -> None:
