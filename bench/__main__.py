@@ -69,6 +69,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         help="repeats of the compare section (default --runs; ~1 min of MONAI per pair)",
     )
+    parser.add_argument(
+        "--scaling-runs",
+        type=int,
+        default=1,
+        help="repeats of the scaling section (default 1: one run gates 33 cases, ~25 min under QEMU)",
+    )
     parser.add_argument("--quick", action="store_true", help="one run of each, for development")
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="a wheelhouse profile")
     parser.add_argument("--image", help="image to gate (default: the one in reports/build.json)")
@@ -89,10 +95,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.quick:
-        args.runs = 1
+        args.runs = args.scaling_runs = 1
     args.compare_runs = args.runs if args.quick or args.compare_runs is None else args.compare_runs
-    if min(args.runs, args.compare_runs) < 1:
-        parser.error("--runs and --compare-runs must be at least 1")
+    if min(args.runs, args.compare_runs, args.scaling_runs) < 1:
+        parser.error("--runs, --compare-runs and --scaling-runs must be at least 1")
     try:
         args.jobs = sorted({int(j) for j in args.jobs.split(",")}) if args.jobs else default_jobs()
     except ValueError:
@@ -130,6 +136,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "revision": build.git_revision()[0],  # the figures hold for this commit of armgate
         "runs": args.runs,
         "compare_runs": args.compare_runs,
+        "scaling_runs": args.scaling_runs,
         "jobs": args.jobs,
         "image": {"reference": image, "size_bytes": common.image_size(image) if image else None},
         "machine": common.machine(),
@@ -160,7 +167,8 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         try:
             for section in (s for s in SECTIONS if s in args.sections):
-                ctx.runs = args.compare_runs if section == "compare" else args.runs
+                repeats = {"compare": args.compare_runs, "scaling": args.scaling_runs}
+                ctx.runs = repeats.get(section, args.runs)
                 print(f"[{section}] {ctx.runs} run(s)", flush=True)
                 started = time.monotonic()
                 try:

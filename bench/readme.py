@@ -39,10 +39,13 @@ def _cell(text: str) -> str:
 
 
 def runs(report: dict[str, Any]) -> str:
-    compare_runs = report.get("compare_runs", report["runs"])
-    if compare_runs == report["runs"]:
-        return f"{report['runs']} run(s)"
-    return f"{report['runs']} run(s), compare {compare_runs}"
+    """'3 run(s)', with the sections that ran another number of times: '3 run(s), scaling 1'."""
+    others = [
+        f"{section} {report[f'{section}_runs']}"
+        for section in ("compare", "scaling")
+        if report.get(f"{section}_runs", report["runs"]) != report["runs"]
+    ]
+    return ", ".join([f"{report['runs']} run(s)", *others])
 
 
 def _when(started: str) -> str:
@@ -163,6 +166,7 @@ def merge_reports(reports: list[dict[str, Any]], replace: bool = False) -> dict[
         "parts": sorted(parts, key=lambda part: part["started"]),
         "runs": max(report["runs"] for report in reports),
         "compare_runs": max(report.get("compare_runs", report["runs"]) for report in reports),
+        "scaling_runs": max(report.get("scaling_runs", report["runs"]) for report in reports),
         "seconds": max(report.get("seconds", 0) for report in reports),
         "machine": {**first["machine"], "loadavg_start": busiest["machine"]["loadavg_start"]},
         "sections": list(dict.fromkeys(section for report in reports for section in report["sections"])),

@@ -340,11 +340,13 @@ def test_jobs_default_to_one_and_the_gates_default() -> None:
     assert cli.parse_args(["--quick"]).runs == 1 and cli.parse_args(["--quick"]).compare_runs == 1
     assert cli.parse_args(["--runs", "2", "--compare-runs", "1"]).compare_runs == 1
     assert cli.parse_args(["--runs", "2"]).compare_runs == 2
+    assert cli.parse_args([]).scaling_runs == 1 and cli.parse_args(["--scaling-runs", "3"]).scaling_runs == 3
     assert cli.parse_args(["--sections", "size, compare"]).sections == ["size", "compare"]
     for bad in (
         ["--sections", "gate,nope"],
         ["--runs", "0"],
         ["--compare-runs", "0"],
+        ["--scaling-runs", "0"],
         ["--jobs", "0"],
         ["--jobs", "x"],
     ):
@@ -516,6 +518,8 @@ def test_the_readme_table_is_rendered_from_the_report(tmp_path: Path) -> None:
     assert "2026-11-26 15:00 UTC" in table and "AMD EPYC" in table and "3 run(s)" in table
     assert "on revision not recorded" in table  # the figures hold for one commit: say which, or that none was
     assert "on revision 0123456789ab" in readme.render_table({**_report(), "revision": "0123456789ab"})
+    # a section repeated another number of times says so
+    assert "(3 run(s), scaling 1 per figure" in readme.render_table({**_report(), "scaling_runs": 1})
     assert "| 1  gate ÷ bare | 0.95× | 0.9× – 1× | ≤ 1.1 | met | gate 60 s / bare 58 s |" in table
     text = f"# x\n## Benchmarks\nintro\n{readme.BEGIN}\nold numbers\n{readme.END}\n## Next\n"
     updated = readme.replace_section(text, table)

@@ -6,8 +6,9 @@ import hashlib
 import io
 import struct
 import tarfile
+from collections.abc import Iterator
 
-from validation import image_files
+from validation import image_files, image_tree
 
 
 def elf(machine: int) -> bytes:
@@ -31,9 +32,14 @@ def archive(entries: dict[str, bytes | None]) -> tarfile.TarFile:
     return tarfile.open(fileobj=buffer, mode="r|")
 
 
+def entries(listing: dict[str, bytes | None]) -> Iterator[image_tree.Entry]:
+    """The listing's entries as an export of it gives them."""
+    return image_tree.tar_entries(archive(listing))
+
+
 def test_every_elf_file_is_counted_and_a_foreign_one_named() -> None:
-    files = image_files.read_archive(
-        archive({
+    files = image_files.read_entries(
+        entries({
             "usr/bin/python3.11": elf(image_files.AARCH64),
             "usr/local/share/x86-target": elf(62),  # x86-64
             "opt/venv/lib/libz.so": elf(image_files.AARCH64),
@@ -47,8 +53,8 @@ def test_every_elf_file_is_counted_and_a_foreign_one_named() -> None:
 
 
 def test_leftovers_are_wheels_credentials_caches_and_a_used_wheelhouse() -> None:
-    files = image_files.read_archive(
-        archive({
+    files = image_files.read_entries(
+        entries({
             "root/leftover.whl": b"PK",
             "usr/share/python-wheels/pip-23.0.1-py3-none-any.whl": b"PK",  # Debian's own, for ensurepip
             "home/app/.netrc": b"machine example.org",
@@ -64,13 +70,13 @@ def test_leftovers_are_wheels_credentials_caches_and_a_used_wheelhouse() -> None
         "/home/app/.netrc", "/root/.cache/pip", "/root/leftover.whl", "/wheels",
         "/wheels/torch-2.10.0-cp311-none-linux_aarch64.whl",
     ]  # fmt: skip
-    clean = image_files.read_archive(archive({"wheels": None, "usr/share/python-wheels": None}), "/opt/app")
+    clean = image_files.read_entries(entries({"wheels": None, "usr/share/python-wheels": None}), "/opt/app")
     assert clean.leftovers == []  # an empty /wheels folder is no leftover
 
 
 def test_app_digests_cover_the_app_folder_only() -> None:
-    files = image_files.read_archive(
-        archive({
+    files = image_files.read_entries(
+        entries({
             "opt/app": None,
             "opt/app/__main__.py": b"print('hi')\n",
             "opt/app/config/labels.json": b"{}",
@@ -92,8 +98,8 @@ def test_installed_is_what_the_interpreter_finds_first_on_its_path() -> None:
     """As `pip list`: a distribution in a folder off the import path is not installed, and of two
     copies the one earlier on the path is the one imported."""
     venv = "opt/venv/lib/python3.11/site-packages"
-    files = image_files.read_archive(
-        archive({
+    files = image_files.read_entries(
+        entries({
             f"{venv}/torch-2.10.0.dist-info/METADATA": metadata("torch", "2.10.0"),
             "usr/lib/python3/dist-packages/torch-1.8.1.dist-info/METADATA": metadata("torch", "1.8.1"),
             "usr/lib/python3/dist-packages/PyYAML-6.0.egg-info/PKG-INFO": metadata("PyYAML", "6.0"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import lock, profiles, sbom
+from validation import image_tree, lock, profiles, sbom
 from validation.build import BuildRecord
 from validation.errors import GateError
 
@@ -91,7 +91,13 @@ def test_layers_merge_as_overlay_does(tmp_path: Path) -> None:
     os.mknod(upper / site / "a-1.dist-info", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
     (upper / site / "c-1.dist-info").mkdir()
     os.mknod(upper / site / "c-1.dist-info" / "METADATA", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
-    found = dict(sbom.layer_members([upper, lower], sbom.METADATA_MEMBER))
+    (upper / site / "numpy" / "core").mkdir(parents=True)  # a package's own tree is not walked
+    (upper / site / "numpy" / "core" / "METADATA").write_text("Name: decoy\nVersion: 9\n")
+    found = [
+        entry.path
+        for entry in image_tree.layer_entries([upper, lower], skip=sbom.inside_a_package)
+        if entry.kind == "file" and sbom.METADATA_MEMBER.search(entry.path)
+    ]
     assert sorted(found) == [f"{site}/a-2.dist-info/METADATA", f"{site}/b-1.dist-info/METADATA"]
 
 
@@ -100,11 +106,11 @@ def test_layers_merge_as_overlay_does(tmp_path: Path) -> None:
 def test_layers_and_export_agree_on_the_real_image(
     built_image: BuildRecord, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert sbom.layer_dirs(built_image.image_id), (
+    assert image_tree.layer_dirs(built_image.image_id), (
         "the engine's layer folders are readable here (root, overlay2)"
     )
     from_layers = sbom.installed_packages(built_image.image_id, built_image.platform)
-    monkeypatch.setattr(sbom, "layer_dirs", lambda image: None)
+    monkeypatch.setattr(image_tree, "layer_dirs", lambda image: None)
     from_export = sbom.installed_packages(built_image.image_id, built_image.platform)
     assert from_layers == from_export
     locked = {p.name: p.version for p in lock.parse_lock(profiles.load().lock_path)}

@@ -1,21 +1,20 @@
 """What the image checks read from the image's files, in one pass over its filesystem on the host.
 
 Walking tens of thousands of files with the image's own Python runs under QEMU on an x86 host and
-took minutes; `docker export` of a created, never started container streams the same merged view,
-which the host reads natively in seconds. The checks that need a running image (its Python, pip, its
-user) still run in the inspection container.
+took minutes; the host reads the same merged view natively in seconds (validation/image_tree.py).
+The checks that need a running image (its Python, pip, its user) still run in the inspection
+container.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
-import tarfile
-import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from validation import engine
+from validation import image_tree
 from validation.sbom import METADATA_MEMBER, parse_metadata
 
 AARCH64 = 183  # ELF e_machine
@@ -55,33 +54,30 @@ def elf_machine(head: bytes) -> int | None:
     return struct.unpack("<H" if head[5] == 1 else ">H", head[18:20])[0]
 
 
-def is_leftover(path: str, member: tarfile.TarInfo, wheels_folder_used: bool) -> bool:
+def is_leftover(path: str, is_dir: bool, wheels_folder_used: bool) -> bool:
     """A wheel, a credentials file, a pip or uv cache, or a non-empty /wheels: what a build that
     installs from a wheelhouse or a private index can leave behind."""
     if path.startswith(LEFTOVER_EXEMPT):
         return False
     name = PurePosixPath(path).name
-    if member.isdir():
+    if is_dir:
         return ("/" + path).endswith(CACHE_FOLDERS) or (path == "wheels" and wheels_folder_used)
     return name.endswith(".whl") or name in CREDENTIAL_FILES
 
 
-def read_archive(archive: tarfile.TarFile, app_dir: str) -> ImageFiles:
-    """One pass over an exported filesystem (members in any order, as `docker export` writes them)."""
+def read_entries(entries: Iterable[image_tree.Entry], app_dir: str) -> ImageFiles:
+    """One pass over the image's entries (in any order, as an export or the layer folders give them)."""
     found = ImageFiles()
     app_prefix = app_dir.strip("/") + "/"
-    members = []
-    for member in archive:
-        path = member.name.removeprefix("./").rstrip("/")
-        members.append((path, member))
-        if not member.isfile():
-            continue
-        handle = archive.extractfile(member)
-        if handle is None:
+    listed: list[tuple[str, str]] = []  # (path, kind)
+    for entry in entries:
+        path = entry.path
+        listed.append((path, entry.kind))
+        if entry.kind != "file":
             continue
         in_app, metadata = path.startswith(app_prefix), METADATA_MEMBER.search(path) is not None
         if in_app or metadata:
-            content = handle.read()
+            content = entry.read(-1)
             head = content[:20]
             if in_app:
                 found.app_digests[path.removeprefix(app_prefix)] = hashlib.sha256(content).hexdigest()
@@ -90,20 +86,19 @@ def read_archive(archive: tarfile.TarFile, app_dir: str) -> ImageFiles:
                 site = "/" + str(PurePosixPath(path).parent.parent)
                 found.distributions.setdefault(site, {}).setdefault(*parsed)
         else:
-            head = handle.read(20)
+            head = entry.read(20)
         machine = elf_machine(head)
         if machine is not None:
             found.elf_files += 1
             if machine != AARCH64:
                 found.foreign_elf.append(("/" + path, machine))
-    wheels_folder_used = any(path.startswith("wheels/") for path, _ in members)
+    wheels_folder_used = any(path.startswith("wheels/") for path, _ in listed)
     found.leftovers = sorted(
-        "/" + path for path, member in members if is_leftover(path, member, wheels_folder_used)
+        "/" + path for path, kind in listed if is_leftover(path, kind == "dir", wheels_folder_used)
     )
     return found
 
 
 def read_image(image: str, platform: str, app_dir: str) -> ImageFiles:
-    """The image's file facts, from `docker export` of a container that never starts."""
-    with engine.exported(image, platform, f"armgate-files-{uuid.uuid4().hex[:12]}") as archive:
-        return read_archive(archive, app_dir)
+    """The image's file facts, read on the host from its layers (or an export); nothing is started."""
+    return read_entries(image_tree.entries(image, platform), app_dir)

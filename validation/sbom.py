@@ -1,18 +1,15 @@
 """A CycloneDX SBOM of the Python packages actually installed in the built image.
 
 Read from the image itself, not from the lock, so it describes what ships: the distributions'
-metadata files are read from the image's filesystem on the host (`docker create` + `docker
-export`, never started), so no emulated Python or pip runs. The lock's sha256 is attached where the
+metadata files are read from the image's filesystem on the host (its layer folders, or an export of a
+container never started), so no emulated Python or pip runs. The lock's sha256 is attached where the
 lock pins exactly one artifact for the package.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-import uuid
 import warnings
 from collections.abc import Iterator
 from email.parser import HeaderParser
@@ -24,7 +21,7 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot5
 from packageurl import PackageURL
 
-from validation import engine, lock
+from validation import image_tree, lock
 from validation.errors import GateError
 
 IMAGE_ID_PROPERTY = "armgate:image-id"
@@ -38,63 +35,18 @@ METADATA_MEMBER = re.compile(
 PACKAGE_FOLDERS = ("/site-packages", "/dist-packages")
 
 
-def layer_dirs(image: str) -> list[Path] | None:
-    """The image's overlay2 layer folders, top layer first, when this host can read them (a local
-    engine, run as root); None otherwise (then the image is exported instead)."""
-    facts = engine.inspect_image(image)
-    if facts is None:
-        return None
-    driver = facts.graph_driver
-    if driver.get("Name") != "overlay2":
-        return None
-    data = driver.get("Data") or {}
-    dirs = [Path(d) for d in [data.get("UpperDir"), *(data.get("LowerDir") or "").split(":")] if d]
-    readable = all(os.access(d, os.R_OK | os.X_OK) and d.is_dir() for d in dirs)
-    return dirs if dirs and readable else None
-
-
-def layer_members(dirs: list[Path], wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
-    """(path, content) of the files matching `wanted` in the merged view of overlay layer folders:
-    an upper layer's file hides a lower one's, and its whiteout (a 0/0 character device) deletes it.
-    Inside site-/dist-packages only the metadata folders are walked (what the SBOM reads)."""
-    seen: set[str] = set()
-    deleted: list[str] = []
-    for layer in dirs:
-        found_here: set[str] = set()
-        for folder, subfolders, files in os.walk(layer):
-            if folder.endswith(PACKAGE_FOLDERS):  # metadata sits one level down: skip the packages' trees
-                subfolders[:] = [d for d in subfolders if d.endswith((".dist-info", ".egg-info"))]
-            relative_folder = os.path.relpath(folder, layer)
-            for name in files:
-                path = os.path.normpath(os.path.join(relative_folder, name))
-                full = os.path.join(folder, name)
-                mode = os.lstat(full).st_mode
-                if stat.S_ISCHR(mode):
-                    deleted.append(path)
-                    continue
-                if not stat.S_ISREG(mode) or not wanted.search(path) or path in seen:
-                    continue
-                if any(path == gone or path.startswith(gone + "/") for gone in deleted):
-                    continue
-                found_here.add(path)
-                yield path, Path(full).read_bytes()
-        seen |= found_here
+def inside_a_package(folder: str) -> bool:
+    """A folder of site-/dist-packages other than a metadata folder: nothing the SBOM reads is in it."""
+    parent, _, name = folder.rpartition("/")
+    return ("/" + parent).endswith(PACKAGE_FOLDERS) and not name.endswith((".dist-info", ".egg-info"))
 
 
 def image_members(image: str, platform: str, wanted: re.Pattern[str]) -> Iterator[tuple[str, bytes]]:
-    """(path, content) of the image's regular files whose path matches `wanted`, read on the host.
-
-    From the engine's layer folders when readable; otherwise from `docker export` of a container
-    that is created, never started (nothing runs under emulation), and always removed."""
-    dirs = layer_dirs(image)
-    if dirs is not None:
-        yield from layer_members(dirs, wanted)
-        return
-    with engine.exported(image, platform, f"armgate-sbom-{uuid.uuid4().hex[:12]}") as archive:
-        for member in archive:
-            if member.isfile() and wanted.search(member.name):
-                handle = archive.extractfile(member)
-                yield member.name.removeprefix("./"), handle.read() if handle else b""
+    """(path, content) of the image's regular files whose path matches `wanted`, read on the host
+    (validation/image_tree.py; nothing runs under emulation). Packages' own folders are not walked."""
+    for entry in image_tree.entries(image, platform, skip=inside_a_package):
+        if entry.kind == "file" and wanted.search(entry.path):
+            yield entry.path, entry.read(-1)
 
 
 def parse_metadata(content: bytes) -> tuple[str, str] | None:
