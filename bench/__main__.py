@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import common, figures
 from bench.figures import Figure, Headline
-from validation import build, contract, profiles
+from validation import build, contract, interrupts, profiles
 from validation.errors import GateError
 
 REPORT = build.REPORTS / "bench.json"
@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
             from bench import readme
 
             return (readme.main if argv[0] == "readme" else readme.merge_main)(argv[1:])
-        with common.terminate_as_interrupt():
+        with interrupts.terminate_as_interrupt():  # as the gate: its gates and images are cleaned up
             return run_bench(parse_args(argv))
     except GateError as error:
         print(f"armgate bench: {error}", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import shutil
@@ -11,12 +10,12 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from validation import cases, contract, engine, profiles
+from validation import cases, contract, engine, interrupts, profiles
 from validation.errors import GateError
 
 BENCH_REPOSITORY = "armgate/bench"  # every image the bench makes is tagged here and removed at the end
@@ -80,29 +79,6 @@ def buildx(args: Sequence[str], log: Path) -> float:
     return time.monotonic() - started
 
 
-def restore_handlers(previous: dict[int, Any]) -> None:
-    """Put back the handlers signal.signal returned (None: one set outside Python, taken as default)."""
-    for signum, handler in previous.items():
-        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Ctrl-C, and SIGTERM (as `timeout` or a CI runner's cancel sends), end the bench as a
-    KeyboardInterrupt, as they end the gate: the gate it runs gets its SIGINT and cleans up, and the
-    bench removes the images it built. Also in a process started with SIGINT ignored (a background
-    job of a script), as the gate does."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        restore_handlers(previous)
-
-
 CHILD_CLEANUP_S = 300  # a gate or build interrupted mid-run removes its containers within this
 
 
@@ -126,7 +102,7 @@ class HeldInterrupts:
         self.came = True
 
     def _restore(self) -> None:
-        restore_handlers(self._previous)
+        interrupts.restore_handlers(self._previous)
         self._previous.clear()
 
     def release(self) -> None:

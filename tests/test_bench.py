@@ -156,8 +156,8 @@ def test_an_interrupted_bench_lets_its_gate_clean_up(
     marker, log = tmp_path / "cleaned", tmp_path / "child.log"
     child = [sys.executable, "-c", CLEANING_CHILD, str(marker)]
     bench = AS_A_BACKGROUND_JOB + prelude + (
-        "import pathlib, bench.common as c\n"
-        f"with c.terminate_as_interrupt(): c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
+        "import pathlib, bench.common as c\nfrom validation import interrupts\n"
+        f"with interrupts.terminate_as_interrupt(): c.run_to_log({child!r}, pathlib.Path({str(log)!r}))"
     )
     parent = subprocess.Popen(
         [sys.executable, "-c", bench],

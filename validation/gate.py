@@ -13,7 +13,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from validation import (
     contract,
     cores,
     engine,
+    interrupts,
     model_check,
     overlays,
     profiles,
@@ -388,23 +388,18 @@ def run_gate(config: GateConfig, scope: verdict.Scope, pytest_args: list[str]) -
     build.require_engine()
     session = GateSession(config)
 
-    def interrupt(signum: int, frame: object) -> None:
+    def noted() -> None:
         session.interrupted = True  # however pytest reports it, this run is over and is no verdict
-        raise KeyboardInterrupt
 
     # From here on Ctrl-C and SIGTERM end the run through the cleanup, even in a process started with
     # SIGINT ignored (a background job of a script): no holder or model-check container is left.
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with interrupts.terminate_as_interrupt(noted):
         if config.reports.exists():
             shutil.rmtree(config.reports)
         config.reports.mkdir(parents=True)
         facts = session.image_facts  # fail fast, with one line, when the image is missing
         with run.holding(config.image, facts.platform, session.labels):
             return _gate(session, scope, pytest_args)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) -> int:
@@ -428,11 +423,8 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
         session.interrupted = True
         exit_code = int(pytest.ExitCode.INTERRUPTED)
     finally:
-        # a second Ctrl-C must not cut the cleanup short
-        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-        session.stop()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        with interrupts.ignored():  # a second Ctrl-C must not cut the cleanup short
+            session.stop()
     # only a signal is an interrupt: pytest also says INTERRUPTED when a check module fails to import,
     # which is the gate failing (decide: FAIL on any other runner exit than 0 or 1)
     interrupted = session.interrupted
