@@ -265,10 +265,11 @@ def section_gate(ctx: Context) -> list[Figure]:
     bare: dict[int, list[float]] = {jobs: [] for jobs in ctx.jobs}
     bare_by_case: dict[int, list[dict[str, float]]] = {jobs: [] for jobs in ctx.jobs}
     host: list[dict[str, float]] = []
-    model = model_check.check_model(ctx.image, ctx.model, ctx.app, ctx.profile.platform)
     # The gate checks a model once per image and model and remembers the pass: remembered before the
     # first timed gate, every timed gate does the same work. Its own cost is the row after the gates'.
-    model_check.require_usable_model(ctx.image, ctx.model, ctx.app, ctx.profile.platform)
+    model = model_check.check_and_remember(ctx.image, ctx.model, ctx.app, ctx.profile.platform)
+    if not model.ok:
+        raise GateError(model.line)
     print(f"  model check: {model.seconds:.1f} s (once per image and model)", flush=True)
     for index in range(ctx.runs):
         for jobs in ctx.jobs:

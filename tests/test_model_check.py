@@ -109,6 +109,24 @@ def test_only_a_pass_is_remembered(
     assert model_check.require_usable_model("img", host_conv_model, APP) is None
 
 
+def test_a_timed_check_is_remembered_for_the_gates_after_it(
+    host_conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bench times the check itself, then gates: one emulated check in all, not one more untimed."""
+    monkeypatch.setattr(lock, "CACHE", tmp_path)
+    monkeypatch.setattr(model_check, "_image_identity", lambda image: ("sha256:0123abcd", "linux/arm64"))
+    probes: list[str] = []
+
+    def check_model(image: str, *args: object) -> model_check.ModelCheck:
+        probes.append(image)
+        return model_check.ModelCheck(True, "2.10.0", "model check: loads", 9.0, (1, 14, 96, 96, 96))
+
+    monkeypatch.setattr(model_check, "check_model", check_model)
+    assert model_check.check_and_remember("img", host_conv_model, APP).seconds == 9.0
+    assert model_check.require_usable_model("img", host_conv_model, APP).line == "model check: loads"
+    assert probes == ["img"]
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_host_conv_model_fails_the_check_on_torch18(

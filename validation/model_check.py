@@ -172,6 +172,31 @@ def _read_memo(memo: Path) -> ModelCheck | None:
         return None
 
 
+def _memo(image_id: str, model: Path, app: AppContract) -> Path:
+    """Where a pass is remembered: per (image id, model sha256, input shape)."""
+    probe = hashlib.sha256(model.read_bytes() + repr(app.model_input_shape).encode()).hexdigest()
+    return lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{probe[:24]}.json"
+
+
+def check_and_remember(
+    image: str,
+    model: Path,
+    app: AppContract,
+    platform: str = "linux/arm64",
+    labels: dict[str, str] | None = None,
+) -> ModelCheck:
+    """check_model, its pass remembered for the next gate of the same image and model."""
+    image_id, _ = _image_identity(image)
+    check = check_model(image, model, app, platform, labels)
+    if check.ok:
+        memo = _memo(image_id, model, app)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
+        partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
+        os.replace(partial, memo)
+    return check
+
+
 def require_usable_model(
     image: str,
     model: Path,
@@ -189,18 +214,12 @@ def require_usable_model(
     if found != platform:
         print(f"model check: not run, image {image} is {found}, not {platform}", flush=True)
         return None
-    probe = hashlib.sha256(model.read_bytes() + repr(app.model_input_shape).encode()).hexdigest()
-    memo = lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{probe[:24]}.json"
-    remembered = _read_memo(memo)
+    remembered = _read_memo(_memo(image_id, model, app))
     if remembered is not None:
         print(f"{remembered.line} (passed before for this image and model)", flush=True)
         return remembered
-    check = check_model(image, model, app, platform, labels)
+    check = check_and_remember(image, model, app, platform, labels)
     if not check.ok:
         raise GateError(check.line)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
-    partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
-    os.replace(partial, memo)
     print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
     return check
