@@ -130,6 +130,9 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
             with stage(PRE_TRANSFORMS):
                 images = next(iter(loader))[IMAGE_KEY]
             model_affine = np.asarray(images.affine, dtype=np.float64).reshape(-1, 4, 4)[0]
+            # the input's RAS affine, as the reader built it for the pre-transforms (they keep it)
+            input_affine = np.asarray(images.meta[MetaKeys.ORIGINAL_AFFINE], dtype=np.float64)
+            input_affine = input_affine.reshape(-1, 4, 4)[0]
             windows = window_count(images.shape[2:], ROI_SIZE, SW_OVERLAP)
             size = "x".join(str(n) for n in images.shape[2:])
             logger.info(
@@ -150,7 +153,7 @@ class MultiOrganSegOperator(MonaiSegInferenceOperator):
                 labels = labels_on_input_grid(
                     np.asarray(model_labels.cpu().numpy()[0], dtype=np.uint8),
                     model_affine,
-                    ras_affine_from_metadata(input_image.metadata()),
+                    input_affine,
                     input_image.asnumpy().shape[::-1],  # the reader's axis order (x, y, z)
                 ).T
         op_output.set(Image(labels, metadata), "seg_image")
