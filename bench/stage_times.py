@@ -19,6 +19,7 @@ import copy
 import datetime
 import hashlib
 import json
+import multiprocessing
 import os
 import resource
 import sys
@@ -86,6 +87,23 @@ def write_generated_case(cases_dir: Path, name: str) -> Path:
     return cases_dir / name
 
 
+def _host_run(app_path: Path, dicom: Path, model: Path, output: Path, timeout: float) -> run.RunResult:
+    result = run.run_host(contract.load(app_path), dicom, model, output, timeout)
+    # this fresh process's only child, so the largest child's peak is the app run's
+    result.peak_memory_bytes = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return result
+
+
+def host_run_with_peak(
+    app_path: Path, dicom: Path, model: Path, output: Path, timeout: float
+) -> run.RunResult:
+    """run.run_host with the app run's own peak memory: started from a fresh interpreter, because Linux
+    carries the parent's peak over to a child at exec (ru_maxrss), and this process may hold a large
+    generated series."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_host_run, (app_path, dicom, model, output, timeout))
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     app = contract.load(args.app)
     model = Path(args.model) if args.model else app.default_model
@@ -105,9 +123,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 args.image, app, dicom, model, output, args.timeout, args.memory, app_overlay=overlay
             )
         else:
-            result = run.run_host(app, dicom, model, output, args.timeout)
-            # this process's only child, so the largest child's peak is the app run's
-            result.peak_memory_bytes = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+            result = host_run_with_peak(Path(args.app), dicom, model, output, args.timeout)
     stages = result.stage_seconds
     return {
         "command": " ".join(["python -m bench.stage_times", *args.argv]),

@@ -242,6 +242,40 @@ def test_the_peak_is_the_gates_own_not_its_parents(tmp_path: Path) -> None:
     assert 10 < own_mb < PARENT_MB / 2, f"the wrapper reported {own_mb:.0f} MB"
 
 
+# A parent larger than the app's host run on a fixture case runs it both ways: directly (the carry-over
+# makes its peak the parent's) and from a fresh interpreter (the app's own).
+STAGE_TIMES_PARENT_MB = 3000
+STAGE_TIMES_PARENT = """\
+import json, resource, sys
+from pathlib import Path
+from bench import stage_times
+from validation import contract, run
+held = bytearray({mb} * 2**20)
+held[:: 4096] = b"x" * len(held[:: 4096])
+app = contract.load()
+dicom, folder = app.default_cases / "standard" / "dicom", Path(sys.argv[1])
+direct = run.run_host(app, dicom, app.default_model, run.writable_output_dir(folder, "direct"), 600)
+direct_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+fresh = stage_times.host_run_with_peak(
+    app.path, dicom, app.default_model, run.writable_output_dir(folder, "fresh"), 600
+)
+print(json.dumps([direct.ok, direct_peak, fresh.ok, fresh.peak_memory_bytes]))
+"""
+
+
+def test_the_host_runs_peak_is_the_apps_own_not_its_parents(tmp_path: Path) -> None:
+    """bench.stage_times on the host reports the app run's peak even from a large process (the series
+    it generates); read as the old way did, the same run reports the parent's size."""
+    done = subprocess.run(
+        [sys.executable, "-c", STAGE_TIMES_PARENT.format(mb=STAGE_TIMES_PARENT_MB), str(tmp_path)],
+        cwd=build.ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    direct_ok, direct_peak, fresh_ok, fresh_peak = json.loads(done.stdout.strip().splitlines()[-1])
+    assert direct_ok and fresh_ok
+    assert direct_peak / 2**20 >= STAGE_TIMES_PARENT_MB, "the carry-over this guards against did not show"
+    assert 100 < fresh_peak / 2**20 < STAGE_TIMES_PARENT_MB / 2, f"reported {fresh_peak / 2**20:.0f} MB"
+
+
 def test_the_scaling_gate_is_the_users_gate_at_its_default_jobs(tmp_path: Path) -> None:
     ctx = type(
         "C", (), {"profile": type("P", (), {"name": "bookworm"})(), "app": contract.load(), "image": "img",
