@@ -165,9 +165,9 @@ def run_bench(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             logs=logs,
         )
+        repeats = {"compare": args.compare_runs, "scaling": args.scaling_runs}  # others: --runs
         try:
             for section in (s for s in SECTIONS if s in args.sections):
-                repeats = {"compare": args.compare_runs, "scaling": args.scaling_runs}
                 ctx.runs = repeats.get(section, args.runs)
                 print(f"[{section}] {ctx.runs} run(s)", flush=True)
                 started = time.monotonic()

@@ -93,7 +93,7 @@ class HeldInterrupts:
 
     def __enter__(self) -> HeldInterrupts:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in interrupts.SIGNALS:
                 if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored stays ignored (nohup, &)
                     self._previous[signum] = signal.signal(signum, self._record)
         return self

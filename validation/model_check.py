@@ -189,12 +189,15 @@ def check_and_remember(
     image_id, _ = _image_identity(image)
     check = check_model(image, model, app, platform, labels)
     if check.ok:
-        memo = _memo(image_id, model, app)
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
-        partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
-        os.replace(partial, memo)
+        _remember(_memo(image_id, model, app), check)
     return check
+
+
+def _remember(memo: Path, check: ModelCheck) -> None:
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
+    partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
+    os.replace(partial, memo)
 
 
 def require_usable_model(
@@ -214,12 +217,14 @@ def require_usable_model(
     if found != platform:
         print(f"model check: not run, image {image} is {found}, not {platform}", flush=True)
         return None
-    remembered = _read_memo(_memo(image_id, model, app))
+    memo = _memo(image_id, model, app)
+    remembered = _read_memo(memo)
     if remembered is not None:
         print(f"{remembered.line} (passed before for this image and model)", flush=True)
         return remembered
-    check = check_and_remember(image, model, app, platform, labels)
+    check = check_model(image, model, app, platform, labels)
     if not check.ok:
         raise GateError(check.line)
+    _remember(memo, check)
     print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
     return check
