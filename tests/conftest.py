@@ -149,3 +149,18 @@ def full_gate_run(built_image: BuildRecord, tmp_path_factory: pytest.TempPathFac
     before = fixture_digest()
     result = run_gate(["--image", built_image.image_id, "--reports", str(reports)])
     return GateRun(result, reports, before, fixture_digest())
+
+
+@pytest.fixture(scope="session")
+def shard_runs(built_image: BuildRecord, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """`acceptance --shard 1/2` and `--shard 2/2` of the fixture cases: each PARTIAL (exit 3)."""
+    folder, runs = tmp_path_factory.mktemp("shards"), []
+    for index in (1, 2):
+        reports = folder / f"shard-{index}"
+        args = ["--image", built_image.image_id, "--reports", str(reports), "--shard", f"{index}/2"]
+        result = run_gate(args)
+        assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "Traceback" not in result.stderr, result.stderr
+        assert f"shard {index}/2 of the cases only (" in result.stdout
+        runs.append(reports)
+    return runs

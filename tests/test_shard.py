@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GateRun, run_gate
+from tests.conftest import GateRun
 from validation import merge, shard
-from validation.build import BuildRecord
 from validation.errors import GateError
 from validation.profiles import ROOT
 
@@ -215,21 +214,6 @@ def test_merge_never_writes_over_a_shard_folder(tmp_path: Path) -> None:
 
 
 # ---- end to end: the fixture cases as two shards, merged, against the full run ---------------------
-
-
-@pytest.fixture(scope="module")
-def shard_runs(built_image: BuildRecord, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """`acceptance --shard 1/2` and `--shard 2/2` of the fixture cases: each PARTIAL (exit 3)."""
-    folder, runs = tmp_path_factory.mktemp("shards"), []
-    for index in (1, 2):
-        reports = folder / f"shard-{index}"
-        args = ["--image", built_image.image_id, "--reports", str(reports), "--shard", f"{index}/2"]
-        result = run_gate(args)
-        assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-2000:]
-        assert "Traceback" not in result.stderr, result.stderr
-        assert f"shard {index}/2 of the cases only (" in result.stdout
-        runs.append(reports)
-    return runs
 
 
 def run_merge(*args: Path | str) -> subprocess.CompletedProcess[str]:
