@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -19,10 +19,19 @@ from validation.errors import GateError
 from validation.profiles import ROOT, Fields, Profile, read_toml, reject_unknown_keys
 
 DEFAULT_CONTRACT = ROOT / "container" / "app.toml"
+# What an app may write, by kind; the contract gives each a glob pattern within the output folder, and
+# exactly one file must match it. The gate compares the mask, or, for an app that writes none, the SEG
+# placed on the input series' grid.
+OUTPUT_KINDS = {
+    "mask": "a NIfTI label mask on the input grid",
+    "seg": "a DICOM Segmentation of the input series",
+    "stl": "an STL surface mesh in patient space (mm)",
+}
+LABEL_MAP_KINDS = ("mask", "seg")  # an app must write at least one: the gate compares a label map
 SCHEMA = {
     "app": dict.fromkeys(("name", "source", "main", "args", "user", "uid", "requires_python", "requires")),
     "mounts": dict.fromkeys(("input", "model", "output")),
-    "outputs": dict.fromkeys(("mask", "seg")),
+    "outputs": dict.fromkeys(OUTPUT_KINDS),
     "labels": dict.fromkeys(("file", "names")),
     "display": dict.fromkeys(("window_hu",)),
     "host": dict.fromkeys(("requirements",)),
@@ -55,8 +64,7 @@ class AppContract:
     requires_python: SpecifierSet  # the Pythons the app runs on
     requires: tuple[Requirement, ...]  # floors on packages the image must hold (e.g. the SDK's API)
     mounts: Mounts
-    mask: str  # the NIfTI label mask the gate compares, as the app names it in its output folder
-    seg: str | None  # the DICOM SEG it writes, if any
+    outputs: dict[str, str]  # kind (OUTPUT_KINDS) -> glob pattern within the output folder
     labels: dict[int, str]
     window_hu: tuple[float, float]
     host_requirements: tuple[str, ...]
@@ -70,8 +78,14 @@ class AppContract:
         return f"/opt/{self.name}"
 
     @property
-    def outputs(self) -> tuple[str, ...]:
-        return (self.mask, self.seg) if self.seg else (self.mask,)
+    def mask(self) -> str | None:
+        """The pattern of the NIfTI label mask, when the app writes one."""
+        return self.outputs.get("mask")
+
+    @property
+    def seg(self) -> str | None:
+        """The pattern of the DICOM SEG, when the app writes one."""
+        return self.outputs.get("seg")
 
     def command_args(self, input_dir: str, model: str, output_dir: str) -> list[str]:
         values = {"input": input_dir, "model": model, "output": output_dir}
@@ -112,6 +126,24 @@ def _labels(path: Path, fields: Fields) -> dict[int, str]:
             f"{labels_file}: not a labels file ({type(error).__name__}); it needs "
             '{"labels": [{"value": 1, "name": "lesion"}, ...]}'
         ) from None
+
+
+def _outputs(path: Path, fields: Fields) -> dict[str, str]:
+    """Each declared output's glob pattern, relative to the output folder and inside it."""
+    patterns = {kind: fields.str(kind) for kind in OUTPUT_KINDS if kind in fields.data}
+    if not any(kind in patterns for kind in LABEL_MAP_KINDS):
+        raise GateError(
+            f"{path}: field 'outputs' declares no label map; name the app's NIfTI mask (mask = "
+            '"labels.nii.gz") or its DICOM SEG (seg = "*.dcm"), or both'
+        )
+    for kind, pattern in patterns.items():
+        parts = PurePosixPath(pattern).parts
+        if pattern.startswith("/") or ".." in parts:
+            raise GateError(
+                f"{path}: field 'outputs.{kind}' = {pattern!r} must be a pattern inside the output folder, "
+                'e.g. "*.dcm" or "stl/*.stl"'
+            )
+    return patterns
 
 
 def _specifier(path: Path, text: str) -> SpecifierSet:
@@ -184,8 +216,7 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
         requires_python=_specifier(path, app.str("requires_python")),
         requires=tuple(_requirement(path, spec) for spec in app.strings("requires", required=False)),
         mounts=Mounts(mounts.str("input"), mounts.str("model"), mounts.str("output")),
-        mask=outputs.str("mask"),
-        seg=outputs.data.get("seg") and outputs.str("seg"),
+        outputs=_outputs(path, outputs),
         labels=_labels(path, top.table("labels")),
         window_hu=(float(window[0]), float(window[1])),
         host_requirements=top.table("host").strings("requirements"),

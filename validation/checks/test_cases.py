@@ -29,7 +29,7 @@ def test_container_run(gate, case: str) -> None:
 
 def test_outputs(gate, case: str) -> None:
     output = gate.succeeded(case).output_dir
-    missing = [name for name in gate.config.app.outputs if not (output / name).is_file()]
+    missing = [name for name in gate.config.app.outputs.values() if not (output / name).is_file()]
     assert not missing, f"the app wrote no {', '.join(missing)} in {output}"
 
 
