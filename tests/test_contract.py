@@ -26,7 +26,8 @@ def test_the_default_contract_describes_this_repositorys_app() -> None:
         "-o",
         "/output",
     )
-    assert app.outputs == {"mask": "mask.nii.gz", "seg": "seg.dcm"} and app.labels[1] == "spleen" and len(app.labels) == 13
+    assert app.outputs == {"mask": "mask.nii.gz", "seg": "seg.dcm"}
+    assert app.labels[1] == "spleen" and len(app.labels) == 13
     assert app.mounts.model == "/model/model.ts" and app.model_input_shape == (1, 1, 96, 96, 96)
     assert app.default_model.is_file() and app.default_cases.is_dir()
     assert app.host_command("py", Path("/i"), Path("/m.ts"), Path("/o"))[1:] == [
@@ -75,7 +76,8 @@ def test_a_broken_contract_fails_in_one_line_naming_file_and_field(
 def test_validation_holds_no_app_literal() -> None:
     """Output names, label names and mount paths of the apps live in their contracts only."""
     app = contract.load()
-    literals = [*app.outputs.values(), app.mounts.input, app.mounts.model, app.mounts.output, *app.labels.values()]
+    mounts = (app.mounts.input, app.mounts.model, app.mounts.output)
+    literals = [*app.outputs.values(), *mounts, *app.labels.values()]
     patterns = [arg for literal in literals for arg in ("-e", literal)]
     found = subprocess.run(
         ["grep", "-rnwF", *patterns, "--include=*.py", "--exclude=bench*", "validation"],
