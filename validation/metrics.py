@@ -62,3 +62,8 @@ SETTINGS = {
 TOLERANCE_KEYS = {metric.limit: metric.meaning for metric in METRICS} | SETTINGS
 # the gate's check families per comparison: the grid, the label set, then one per metric
 FAMILIES = ("geometry", "labels", *BY_NAME)
+
+
+def families_for(tolerances: dict[str, float]) -> tuple[str, ...]:
+    """The check families a tolerance table asks for: the grid, the labels, and each metric it bounds."""
+    return ("geometry", "labels", *(metric.name for metric in METRICS if metric.limit in tolerances))

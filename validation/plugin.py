@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from validation import progress, verdict
+from validation.metrics import families_for
 
 if TYPE_CHECKING:
-    from validation.gate import GateSession
+    from validation.session import GateSession
+
+# marker -> the contract's output kind a check reads: not collected for an app that does not write it
+OUTPUT_MARKERS = {"seg_output": "seg", "stl_output": "stl"}
 
 PIN_PROPERTY = "armgate.pin"  # test_pin's record of expected and found versions (a user property)
 GATE_SESSION = pytest.StashKey["GateSession"]()
@@ -30,19 +34,34 @@ class GatePlugin:
             "markers", "host_run: needs the app's run on the host (--no-host leaves it out)"
         )
         config.addinivalue_line("markers", "seg_output: checks the DICOM SEG (only apps that write one)")
+        config.addinivalue_line("markers", "stl_output: checks the STL mesh (only apps that write one)")
+        config.addinivalue_line("markers", "expects_series: only cases that name their expected series")
+        config.addinivalue_line("markers", "host_families: one check per family the case's [host] bounds")
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         config = self.session.config
-        if "case" in metafunc.fixturenames:
+        if metafunc.definition.get_closest_marker("host_families"):
+            host = {case.name: families_for(case.tolerances["host"]) for case in config.cases}
+            pairs = [(case, family) for case, families in host.items() for family in families]
+            metafunc.parametrize("case,family", pairs, ids=[f"{case}-{family}" for case, family in pairs])
+        elif "case" in metafunc.fixturenames:
             metafunc.parametrize("case", [case.name for case in config.cases])
         if "pin" in metafunc.fixturenames:
             metafunc.parametrize("pin", sorted(config.profile.pins))
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """--no-host leaves out the checks marked host_run, by marker, never by a name's substring.
-        Checks of an output the app does not write (marked seg_output) do not apply: not collected."""
-        if self.session.config.app.seg is None:
-            items[:] = [item for item in items if not item.get_closest_marker("seg_output")]
+        Checks of an output the app does not write (OUTPUT_MARKERS), and the series check of a case that
+        names no series, do not apply: not collected."""
+        app, config_cases = self.session.config.app, self.session.config.cases
+        unwritten = [marker for marker, kind in OUTPUT_MARKERS.items() if kind not in app.outputs]
+        items[:] = [item for item in items if not any(item.get_closest_marker(m) for m in unwritten)]
+        no_series = {case.name for case in config_cases if not case.expected_series_uid}
+        def applies(item: pytest.Item) -> bool:
+            series_check = item.get_closest_marker("expects_series") is not None
+            return not (series_check and item.callspec.params.get("case") in no_series)
+
+        items[:] = [item for item in items if applies(item)]
         if self.session.config.no_host:
             left_out = [item for item in items if item.get_closest_marker("host_run")]
             if left_out:

@@ -5,8 +5,11 @@ Containers are always removed: on success, failure, timeout and Ctrl-C alike.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -56,7 +59,7 @@ class RunResult:
 
     @property
     def stage(self) -> str:
-        """Where the app was when its log ends ("in stage 'inference window 7/15'"): app/stages.py."""
+        """Where the app was when its log ends ("in stage 'inference window 7/15'"): validation/stages.py."""
         return stage_reached(self.logs)
 
     @property
@@ -179,20 +182,43 @@ def run_container(
     return result
 
 
-def run_host(app: AppContract, input_dir: Path, model: Path, output_dir: Path, timeout_s: float) -> RunResult:
-    """Run the same app on the host (the reference platform) with the same CLI."""
-    command = app.host_command(sys.executable, input_dir, model, output_dir)
+def run_host(
+    app: AppContract,
+    input_dir: Path,
+    model: Path,
+    output_dir: Path,
+    timeout_s: float,
+    work_dir: Path | None = None,
+) -> RunResult:
+    """Run the same app on the host (the reference platform) with the same CLI, in a working folder of its
+    own (`work_dir`, made if missing; a temporary one otherwise): SDK apps write `.monai_workdir` into the
+    current folder unless MONAI_WORKDIR says where, and two runs sharing one folder collide."""
+    paths = (path.resolve() for path in (input_dir, model, output_dir))  # the app runs in work_dir
+    command = app.host_command(sys.executable, *paths)
     started = time.monotonic()
     result = RunResult("host", output_dir, None, 0.0, command=command)
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="armgate-host-run-")))
+        work_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MONAI_WORKDIR": str(work_dir / "monai_workdir")}
+        _run_host_command(result, command, timeout_s, work_dir, env)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _run_host_command(
+    result: RunResult, command: list[str], timeout_s: float, work_dir: Path, env: Mapping[str, str]
+) -> None:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=work_dir, env=env
+        )
         result.exit_code, result.logs = done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as stopped:
         # what the app wrote before it was stopped says where it was (bytes: the decoding never ran)
         result.timed_out = True
         result.logs = "".join(_text(part) for part in (stopped.stdout, stopped.stderr))
-    result.seconds = time.monotonic() - started
-    return result
 
 
 def _text(output: bytes | str | None) -> str:

@@ -28,6 +28,7 @@ from pydicom import Dataset
 
 from validation.compare import CheckOutcome, LabelMask, load_mask
 from validation.errors import GateError
+from validation.seg_placement import normalised, segment_labels, segment_voxels
 
 CHECK_NAMES = ("seg-parse", "seg-series", "seg-instances", "seg-labels", "seg-pixels")
 
@@ -62,10 +63,6 @@ def read_input_series(dicom_dir: str | Path) -> InputSeries:
     if not series:
         raise GateError(f"{dicom_dir}: no DICOM instances found; pass the input series directory")
     return InputSeries(frozenset(studies), {uid: frozenset(sops) for uid, sops in series.items()})
-
-
-def _normalised(name: str) -> str:
-    return " ".join(name.replace("_", " ").split()).casefold()
 
 
 def _not_computed(names: tuple[str, ...], why: str) -> list[CheckOutcome]:
@@ -168,81 +165,37 @@ def validate_references(
     ]
 
 
-def _segment_labels(seg: Dataset) -> dict[int, str]:
-    return {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
-
-
 def validate_labels(seg: Dataset, names: Mapping[int, str], mask: LabelMask | None) -> CheckOutcome:
     """`seg-labels`: segment labels are declared names, each once; with a mask, the organs it holds."""
-    segment_labels = sorted(_normalised(label) for label in _segment_labels(seg).values())
-    declared = {_normalised(name) for name in names.values()}
+    labelled = sorted(normalised(label) for label in segment_labels(seg).values())
+    declared = {normalised(name) for name in names.values()}
     problems = []
-    undeclared = sorted(set(segment_labels) - declared)
+    undeclared = sorted(set(labelled) - declared)
     if undeclared:
         problems.append(f"segment labels not declared: {', '.join(undeclared)}")
-    duplicated = sorted({label for label in segment_labels if segment_labels.count(label) > 1})
+    duplicated = sorted({label for label in labelled if labelled.count(label) > 1})
     if duplicated:
         problems.append(f"segment labels used twice: {', '.join(duplicated)}")
     if mask is not None:
         present = {
-            _normalised(names.get(int(label), str(label))) for label in np.unique(mask.labels) if label
+            normalised(names.get(int(label), str(label))) for label in np.unique(mask.labels) if label
         }
-        if missing := sorted(present - set(segment_labels)):
+        if missing := sorted(present - set(labelled)):
             problems.append(f"organs in the mask without a segment: {', '.join(missing)}")
-        if extra := sorted(set(segment_labels) - present - set(undeclared)):
+        if extra := sorted(set(labelled) - present - set(undeclared)):
             problems.append(f"segments for organs absent from the mask: {', '.join(extra)}")
-    reason = "; ".join(problems) or f"segments: {', '.join(segment_labels) or 'none'}"
-    return CheckOutcome("seg-labels", not problems, segment_labels, sorted(declared), reason)
-
-
-def _frame_geometry(seg: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: segment number and ImagePositionPatient; shared: row/column directions and spacing."""
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    frames = seg.PerFrameFunctionalGroupsSequence
-
-    def item(frame: Dataset, sequence: str) -> Dataset:
-        # one-segment SEGs may identify the segment once, in the shared functional groups
-        return (getattr(frame, sequence, None) or getattr(shared, sequence))[0]
-
-    segments = np.array(
-        [int(item(f, "SegmentIdentificationSequence").ReferencedSegmentNumber) for f in frames]
-    )
-    positions = np.array(
-        [[float(v) for v in item(f, "PlanePositionSequence").ImagePositionPatient] for f in frames]
-    )
-    orientation = np.array(
-        [float(v) for v in item(frames[0], "PlaneOrientationSequence").ImageOrientationPatient]
-    )
-    spacing = np.array([float(v) for v in item(frames[0], "PixelMeasuresSequence").PixelSpacing])
-    return segments, positions, orientation.reshape(2, 3), spacing
-
-
-def _segment_voxels(seg: Dataset, mask: LabelMask) -> tuple[dict[int, np.ndarray], int]:
-    """Each segment's set pixels as flat voxel indices of the mask's grid, and how many pixels fall
-    off that grid (outside it, or between its voxels)."""
-    segments, positions, (row_dir, col_dir), (row_spacing, col_spacing) = _frame_geometry(seg)
-    pixels = np.asarray(seg.pixel_array).reshape(len(segments), int(seg.Rows), int(seg.Columns))
-    frame, row, col = np.nonzero(pixels)
-    # DICOM patient space (LPS): position + column index along the row direction, row index along columns
-    lps = positions[frame] + np.outer(col * col_spacing, row_dir) + np.outer(row * row_spacing, col_dir)
-    ras = lps * np.array([-1.0, -1.0, 1.0])  # NIfTI affines map to RAS
-    ijk = (np.linalg.inv(mask.affine) @ np.c_[ras, np.ones(len(ras))].T)[:3].T
-    index = np.rint(ijk).astype(np.int64)
-    on_grid = (np.abs(ijk - index) < 0.05).all(axis=1)
-    on_grid &= ((index >= 0) & (index < np.array(mask.labels.shape))).all(axis=1)
-    flat = np.ravel_multi_index(tuple(index[on_grid].T), mask.labels.shape)
-    by_segment = {int(number): flat[segments[frame[on_grid]] == number] for number in np.unique(segments)}
-    return by_segment, int((~on_grid).sum())
+    reason = "; ".join(problems) or f"segments: {', '.join(labelled) or 'none'}"
+    return CheckOutcome("seg-labels", not problems, labelled, sorted(declared), reason)
 
 
 def validate_pixels(seg: Dataset, names: Mapping[int, str], mask: LabelMask) -> CheckOutcome:
     """`seg-pixels`: per organ, the SEG's pixels in patient space are the mask's voxels of that organ."""
-    label_by_name = {_normalised(name): label for label, name in names.items()}
-    voxels, off_grid = _segment_voxels(seg, mask)
+    label_by_name = {normalised(name): label for label, name in names.items()}
+    voxels, off_grid = segment_voxels(seg, mask.affine, mask.labels.shape)
     flat_mask = mask.labels.reshape(-1)
     disagreements = [f"{off_grid} pixels fall outside the mask's grid"] if off_grid else []
-    for number, label_text in sorted(_segment_labels(seg).items()):
-        label = label_by_name.get(_normalised(label_text))
+    for number, label_text in sorted(segment_labels(seg).items()):
+        label = label_by_name.get(normalised(label_text))
         in_seg = np.unique(voxels.get(number, np.empty(0, dtype=np.int64)))
         in_mask = np.flatnonzero(flat_mask == label) if label is not None else np.empty(0, dtype=np.int64)
         misplaced = int(np.setxor1d(in_seg, in_mask, assume_unique=True).size)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import testinfra
 
-from validation.gate import GateSession
 from validation.plugin import GATE_SESSION
+from validation.session import GateSession
 
 
 @pytest.fixture(scope="session")

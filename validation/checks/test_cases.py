@@ -1,7 +1,9 @@
-"""Each case run as a site runs it, and its masks against the references, one check per metric family.
+"""Each case run as a site runs it, and what it wrote against the references, one check per fact.
 
 A failed run fails its own check once (`test_container_run`, `test_host_run`, with the app's last
 words); every check that needs what the run did not produce is *not evaluated*, never failed again.
+The label map compared is the app's NIfTI mask, or, for an app that writes none, its DICOM SEG placed
+on the series' grid (validation/evidence.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from validation.verdict import NOT_EVALUATED
 
 
 def _family_failures(gate, case: str, kind: str, family: str) -> tuple[list, list[str]]:
-    comparison = gate.comparison(case, kind)
+    comparison = gate.evidence.comparison(case, kind)
     if family != "geometry":
         geometry = next(o for o in comparison.outcomes if o.name == "geometry")
         if not geometry.passed:
@@ -28,9 +30,17 @@ def test_container_run(gate, case: str) -> None:
 
 
 def test_outputs(gate, case: str) -> None:
-    output = gate.succeeded(case).output_dir
-    missing = [name for name in gate.config.app.outputs.values() if not (output / name).is_file()]
-    assert not missing, f"the app wrote no {', '.join(missing)} in {output}"
+    """Every output the contract declares, found by its pattern: exactly one file each."""
+    problems = gate.evidence.found(case).problems
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.expects_series
+def test_series(gate, case: str) -> None:
+    """The app used the series the case names (input.expected_series_instance_uid), not another of the
+    study: its mask lies on that series' grid and its SEG references it."""
+    problem = gate.evidence.series_problem(case)
+    assert not problem, problem
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -38,7 +48,7 @@ def test_outputs(gate, case: str) -> None:
 def test_mask(gate, case: str, kind: str, family: str) -> None:
     outcomes, failures = _family_failures(gate, case, kind, family)
     if family not in ("geometry", "labels"):
-        if not gate.comparison(case, kind).result.per_label:
+        if not gate.evidence.comparison(case, kind).result.per_label:
             pytest.skip(f"{NOT_EVALUATED}no label in either mask (see the {kind} labels check)")
         assert outcomes, f"no {family} check: no tolerance for it in the case or the defaults"
     assert not failures, "; ".join(failures)
@@ -46,8 +56,15 @@ def test_mask(gate, case: str, kind: str, family: str) -> None:
 
 @pytest.mark.seg_output
 def test_dicom_seg(gate, case: str) -> None:
-    failures = [f"{o.name}: {o.reason}" for o in gate.seg_outcomes(case) if not o.passed]
+    failures = [f"{o.name}: {o.reason}" for o in gate.evidence.seg_outcomes(case) if not o.passed]
     assert not failures, "; ".join(failures)
+
+
+@pytest.mark.stl_output
+def test_stl(gate, case: str) -> None:
+    """The STL mesh parses and lies inside the series' patient-space box."""
+    problem = gate.evidence.stl_problem(case)
+    assert not problem, problem
 
 
 @pytest.mark.host_run
@@ -58,8 +75,8 @@ def test_host_run(gate, case: str) -> None:
 
 
 @pytest.mark.host_run
-@pytest.mark.parametrize("family", ["geometry", "labels", "dice", "nsd"])
+@pytest.mark.host_families
 def test_host_agreement(gate, case: str, family: str) -> None:
-    """The same app on the host and in the arm64 image agree."""
+    """The same app on the host and in the arm64 image agree, on every metric the case's [host] bounds."""
     _, failures = _family_failures(gate, case, "host", family)
     assert not failures, "; ".join(failures)
