@@ -1,4 +1,4 @@
-"""The app's stages: their names, the log lines that time them, and the parser that reads them back.
+"""The app's stages: their names, and the log lines that time them.
 
 Each stage logs one line when it starts (so a log cut short by a timeout still says where the app
 was) and one line with its wall time when it ends, e.g.::
@@ -6,19 +6,20 @@ was) and one line with its wall time when it ends, e.g.::
     stage 'inference window 7/15' started
     stage 'inference window 7/15' took 81.20 s
 
-Everything but the seconds is deterministic. The gate (validation/run.py) parses a kept log with
-`stage_reached` below, so the names and the line format live only here. Standard library only: the
-image imports this module flat from the app's folder, the gate as `app.stages`.
+Everything but the seconds is deterministic. The line format is armgate's stage-line protocol,
+declared in validation/stages.py, which also parses the lines back; the image holds the app alone, so
+this module writes them with its own copy of the two templates, and tests/test_stages.py parses what
+it emits with the gate's parser. Standard library only: the image imports this module flat from the
+app's folder.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Sequence
 
 logger = logging.getLogger("stages")
 
@@ -45,12 +46,8 @@ STAGES = (
     POST_TRANSFORMS,
     WRITE_OUTPUT,
 )
-# A log without any stage line: the interpreter starting (this app), or an app that logs no stage
-# lines (another team's app); stage_reached says only what the log shows.
-
 _STARTED = "stage '{name}' started"
 _TOOK = "stage '{name}' took {seconds:.2f} s"
-_LINE = re.compile(r"stage '(?P<name>[^']+)' (?:started|took (?P<seconds>\d+(?:\.\d+)?) s)\s*$")
 
 
 @contextmanager
@@ -71,8 +68,8 @@ def window_label(first: int, count: int, windows: int) -> str:
 
 
 def window_count(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
-    """How many windows MONAI's sliding_window_inference runs on an image (its padding and scan rule:
-    a dimension smaller than the window is padded to it; windows step by int(roi * (1 - overlap)))."""
+    """How many windows MONAI's sliding_window_inference runs on an image, to number them in the stage
+    names: the gate's window count model (validation/stages.py), which tests/test_stages.py holds equal."""
     total = 1
     for size, roi in zip(image_size, roi_size):  # noqa: B905 (strict= needs Python 3.10; the app runs on 3.9)
         padded = max(int(size), int(roi))
@@ -81,29 +78,3 @@ def window_count(image_size: Sequence[int], roi_size: Sequence[int], overlap: fl
         step = max(int(roi * (1 - overlap)), 1)
         total *= math.ceil((padded - roi) / step) + 1
     return total
-
-
-def parse(log: str) -> List[Tuple[str, Optional[float]]]:
-    """(stage, seconds) per stage line, in log order; seconds is None on a 'started' line."""
-    found = []
-    for line in log.splitlines():
-        match = _LINE.search(line)
-        if match:
-            seconds = match.group("seconds")
-            found.append((match.group("name"), float(seconds) if seconds is not None else None))
-    return found
-
-
-def stage_reached(log: str) -> str:
-    """Where the app was when its log ends, as a phrase: "in stage 'X'" (started, not finished),
-    "after stage 'X'" (finished, the next not started) or "before any stage line in its log"."""
-    lines = parse(log)
-    if not lines:
-        return "before any stage line in its log"
-    name, seconds = lines[-1]
-    return f"in stage '{name}'" if seconds is None else f"after stage '{name}'"
-
-
-def stage_times(log: str) -> Dict[str, float]:
-    """Wall seconds of each finished stage, in the order they ran."""
-    return {name: seconds for name, seconds in parse(log) if seconds is not None}

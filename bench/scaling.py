@@ -9,6 +9,7 @@ memory is the gate process's own (its VmHWM), not that of the app runs it starts
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -45,10 +46,13 @@ finally:
 
 
 def copies(case: cases.Case, count: int, destination: Path) -> Path:
-    """`count` copies of one case, each in a folder of its own name: a validation set of equal cases."""
+    """`count` copies of one case, each in a folder of its own name (and its case.toml's `name` that
+    one): a validation set of equal cases."""
     destination.mkdir(parents=True)
     for index in range(count):
-        shutil.copytree(case.path, destination / f"{case.name}-{index:03d}")
+        copy = Path(shutil.copytree(case.path, destination / f"{case.name}-{index:03d}"))
+        toml = copy / "case.toml"
+        toml.write_text(re.sub(r'(?m)^name = ".*"$', f'name = "{copy.name}"', toml.read_text(), count=1))
     return destination
 
 

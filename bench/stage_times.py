@@ -3,7 +3,7 @@
 The fixture cases are small (128 x 128 pixels); a site's CT has 512 x 512 pixels over a 50 cm field
 of view. This generates such a series from the fixtures' phantom (in a temporary folder, never
 committed), runs the app on the host or in the arm64 image, and prints each stage's time from the
-app's log (app/stages.py):
+app's log (its stage lines: validation/stages.py):
 
     python -m bench.stage_times                       # on the host
     python -m bench.stage_times --image armgate/multiorgan-seg:bookworm --app-dir app

@@ -23,6 +23,7 @@ import pydicom
 import pytest
 
 from app import stages
+from validation import stages as protocol  # the gate's parser of the app's stage lines
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "app"
@@ -247,13 +248,13 @@ def test_non_axial_ct_series_is_not_selected(tmp_path: Path) -> None:
 
 
 def _without_times(log: str) -> list[tuple[str, bool]]:
-    return [(name, seconds is None) for name, seconds in stages.parse(log)]
+    return [(name, seconds is None) for name, seconds in protocol.parse(log)]
 
 
 def test_each_stage_logs_its_start_and_wall_time(standard_run: AppRun) -> None:
     """One 'started' and one 'took' line per stage, in pipeline order; every window call counted."""
     assert_succeeded(standard_run)
-    found = stages.parse(standard_run.stdout)
+    found = protocol.parse(standard_run.stdout)
     names = list(dict.fromkeys(name for name, _ in found))
     for name in names:
         lines = [seconds for stage, seconds in found if stage == name]
@@ -283,18 +284,18 @@ def test_each_stage_logs_its_start_and_wall_time(standard_run: AppRun) -> None:
         covered += list(range(int(first), int(last or first) + 1))
         assert int(of) == total, name
     assert covered == list(range(1, total + 1)), windows
-    assert stages.stage_reached(standard_run.stdout) == "after stage 'write seg.dcm'"
+    assert protocol.stage_reached(standard_run.stdout) == "after stage 'write seg.dcm'"
 
 
 def test_a_log_cut_during_a_window_names_that_window(standard_run: AppRun) -> None:
     """The parser the gate uses on a timed-out run's log, on this app's real log cut short."""
     lines = standard_run.stdout.splitlines()
     started = next(i for i, line in enumerate(lines) if "stage 'inference window 1" in line)
-    window = stages.parse(lines[started])[0][0]
-    assert stages.stage_reached("\n".join(lines[: started + 1])) == f"in stage '{window}'"
-    assert stages.stage_reached("\n".join(lines[:started])) == f"after stage '{stages.PRE_TRANSFORMS}'"
+    window = protocol.parse(lines[started])[0][0]
+    assert protocol.stage_reached("\n".join(lines[: started + 1])) == f"in stage '{window}'"
+    assert protocol.stage_reached("\n".join(lines[:started])) == f"after stage '{stages.PRE_TRANSFORMS}'"
     before_any = [line for line in lines if "stage '" not in line][:3]
-    assert stages.stage_reached("\n".join(before_any)) == "before any stage line in its log"
+    assert protocol.stage_reached("\n".join(before_any)) == "before any stage line in its log"
 
 
 @pytest.mark.parametrize(
@@ -322,6 +323,7 @@ def test_window_count_is_monai_sliding_window_count(size: tuple[int, int, int], 
 
     sliding_window_inference(torch.zeros(1, 1, *size), (96, 96, 96), 64, count, overlap=overlap)
     assert stages.window_count(size, (96, 96, 96), overlap) == sum(calls)
+    assert protocol.window_count(size, (96, 96, 96), overlap) == sum(calls)
 
 
 def test_same_input_gives_byte_identical_mask(standard_run: AppRun, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ import pytest
 
 from app import stages
 from validation import build, cases, contract, engine, lock, profiles, run
+from validation import stages as protocol
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -124,6 +125,16 @@ def edit_case_toml(case_dir: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new))
+
+
+def empty_series_folder(case_dir: Path) -> None:
+    """The case's DICOM folder holds no DICOM file (the app refuses it, exit 2), and its case.toml states
+    no facts about a series (stated facts are checked against the folder before anything runs)."""
+    shutil.rmtree(case_dir / "dicom")
+    (case_dir / "dicom").mkdir()
+    (case_dir / "dicom" / "README.txt").write_text("the series was not exported\n")
+    path = case_dir / "case.toml"
+    path.write_text(re.sub(r"\[input\]\n(.+\n)+", '[input]\ndicom = "dicom"\n', path.read_text()))
 
 
 def copy_series(tmp_path: Path) -> Path:
@@ -516,9 +527,7 @@ def test_gate_fails_a_container_fault(
     folder = copy_case(tmp_path)
     case = folder / "standard"
     if edit is None:  # the app refuses a folder with no DICOM files: exit code 2
-        shutil.rmtree(case / "dicom")
-        (case / "dicom").mkdir()
-        (case / "dicom" / "README.txt").write_text("the series was not exported\n")
+        empty_series_folder(case)
     else:
         edit_case_toml(case, *edit)
     reports = tmp_path / "acceptance"
@@ -539,7 +548,7 @@ def test_gate_fails_a_container_fault(
     kept = reports / "cases" / "standard" / "container.log"
     assert kept.is_file()  # kept, a timeout included
     if edit is not None and "timeout_s" in edit[1]:  # where the app was, from the kept log's stage lines
-        where = rf"timed out after \d+ s {re.escape(stages.stage_reached(kept.read_text()))}; "
+        where = rf"timed out after \d+ s {re.escape(protocol.stage_reached(kept.read_text()))}; "
         assert re.search(where, metrics["cases"]["standard"]["run"]["failure"]), metrics["cases"]["standard"]
     assert "test_container_run[standard]" in result.stdout, result.stdout[-3000:]
     assert reason[:40] in result.stdout, result.stdout[-3000:]

@@ -86,6 +86,8 @@ def test_no_host_leaves_out_only_the_host_checks_and_says_partial(
     """A case whose name contains "host" keeps every container check; the run is PARTIAL, everywhere."""
     folder = tmp_path / "cases"
     shutil.copytree(STANDARD, folder / "ghost-ct")
+    toml = folder / "ghost-ct" / "case.toml"
+    toml.write_text(toml.read_text().replace('name = "standard"', 'name = "ghost-ct"'))  # the folder's name
     reports = tmp_path / "acceptance"
     result = gate(built_image.image_id, reports, "--cases", str(folder), "--no-host")
     assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-2000:]

@@ -7,12 +7,11 @@ test costs two short emulated runs; the recorded `docker run` command does not d
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_faults import ONLY_THE_RUN, copy_case, gate_args, invoke
+from test_faults import ONLY_THE_RUN, copy_case, empty_series_folder, gate_args, invoke
 
 from validation import build
 
@@ -25,10 +24,7 @@ def recorded_command(built_image: build.BuildRecord, tmp_path: Path, *extra: str
     """The container run's command as metrics.json records it, without its per-run name, labels and
     mounts."""
     folder = copy_case(tmp_path)
-    dicom = folder / "standard" / "dicom"
-    shutil.rmtree(dicom)
-    dicom.mkdir()
-    (dicom / "README.txt").write_text("the series was not exported\n")
+    empty_series_folder(folder / "standard")
     reports = tmp_path / "acceptance"
     args = gate_args(reports, "--image", built_image.image_id, "--cases", str(folder), "--no-host", *extra)
     result = invoke([*args, "-k", ONLY_THE_RUN], tmp_path, docker=True)

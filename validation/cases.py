@@ -5,28 +5,27 @@ Layout (the app contract's default cases folder, or any folder passed with --cas
     reference/golden.nii.gz     the app's mask on the reference platform
     reference/ground_truth.nii.gz
     case.toml                   labels, tolerances, run limits, provenance
-Tolerances not given in case.toml come from validation/tolerances.toml.
+Tolerances not given in case.toml come from validation/tolerances.toml. Every other field is checked
+when the case loads, before anything runs: its name against the folder's, its label names against
+the app contract's, its [input] facts against the DICOM headers (validation/case_input.py).
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
-
-from app.stages import window_count
+from validation import case_input
+from validation.case_input import DicomFolder, series_extent_mm
 from validation.contract import AppContract
 from validation.errors import GateError
 from validation.metrics import TOLERANCE_KEYS
 from validation.profiles import reject_unknown_keys
+from validation.stages import window_count
 
 DEFAULTS_TOML = Path(__file__).with_name("tolerances.toml")
 REFERENCES = {"golden": "golden.nii.gz", "ground_truth": "ground_truth.nii.gz"}
@@ -36,19 +35,7 @@ CASE_SCHEMA = {
     "description": None,
     "labels": None,
     "label_names": None,
-    "input": dict.fromkeys(
-        (
-            "dicom",
-            "files",
-            "series",
-            "study_instance_uid",
-            "expected_series_instance_uid",
-            "slices",
-            "pixel_spacing_mm",
-            "slice_spacing_mm",
-            "patient_position",
-        )
-    ),
+    "input": dict.fromkeys(case_input.FIELDS),
     "reference": dict.fromkeys(REFERENCES),
     "tolerances": {"golden": _TOLERANCES, "ground_truth": _TOLERANCES, "host": _TOLERANCES},
     "run": {"timeout_s": None, "memory": None},
@@ -103,38 +90,6 @@ def run_time(app: AppContract) -> RunTime | None:
     )
 
 
-def series_extent_mm(dicom_dir: Path, series_uid: str | None = None) -> tuple[float, float, float] | None:
-    """(columns, rows, slices) extent in mm of the series the app will pick (`series_uid`, else the
-    one with most images), from the headers; None when no series has a readable geometry."""
-    series: dict[str, list[Any]] = defaultdict(list)
-    for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, TypeError):
-            continue
-        if all(key in header for key in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient")):
-            series[str(header.get("SeriesInstanceUID", ""))].append(header)
-    if series_uid not in series:
-        series_uid = max(series, key=lambda uid: (len(series[uid]), uid), default=None)
-    if series_uid is None:
-        return None
-    headers = series[series_uid]
-    first = headers[0]
-    try:
-        rows, columns = int(first.Rows), int(first.Columns)
-        row_mm, column_mm = (float(v) for v in first.PixelSpacing)
-        orientation = np.asarray([float(v) for v in first.ImageOrientationPatient])
-        normal = np.cross(orientation[:3], orientation[3:])
-        along = sorted(float(np.dot(normal, [float(v) for v in h.ImagePositionPatient])) for h in headers)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if len(along) > 1:
-        step = (along[-1] - along[0]) / (len(along) - 1)
-    else:
-        step = float(first.get("SliceThickness") or 1.0)
-    return (columns * column_mm, rows * row_mm, len(along) * abs(step))
-
-
 def estimated_windows(extent_mm: tuple[float, float, float], model: RunTime) -> int:
     """The windows of the whole field of view resampled to the app's grid: an upper bound, since the
     app crops to the body first."""
@@ -186,7 +141,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _timeout(
-    path: Path, data: dict[str, Any], default_s: float, dicom_dir: Path, model: RunTime | None
+    path: Path, data: dict[str, Any], default_s: float, folder: DicomFolder, model: RunTime | None
 ) -> tuple[float, str]:
     """case.toml's [run] timeout_s when it sets one; else scaled with the series' windows (the app
     contract's [run] table); else the default of validation/tolerances.toml."""
@@ -195,36 +150,76 @@ def _timeout(
         if not isinstance(explicit, int | float) or explicit <= 0:
             raise GateError(f"{path / 'case.toml'}: field 'run.timeout_s' must be seconds > 0, e.g. 900")
         return float(explicit), f"{path / 'case.toml'} [run] timeout_s"
-    extent = series_extent_mm(dicom_dir, data.get("input", {}).get("expected_series_instance_uid"))
+    extent = series_extent_mm(folder, data.get("input", {}).get("expected_series_instance_uid"))
     if model is None or extent is None:
         return float(default_s), f"{DEFAULTS_TOML.name} [run] timeout_s"
     windows = estimated_windows(extent, model)
     return model.timeout_s(windows), model.basis(windows)
 
 
-def load_case(path: Path, known_labels: Iterable[int] | None = None, model: RunTime | None = None) -> Case:
-    """One case folder, checked; `known_labels` (the app contract's) bound the case's labels, `model`
-    (its [run] table) sizes the timeout of a case that sets none."""
+def _labels(case_toml: Path, data: dict[str, Any], app_labels: Mapping[int, str] | None) -> list[int]:
+    """`labels`, bounded by the app contract's; `label_names`, when given, are the contract's names."""
+    labels = data.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(label, int) for label in labels):
+        raise GateError(f"{case_toml}: field 'labels' must list the label ids present, e.g. [1, 6]")
+    unknown = sorted(set(labels) - set(app_labels)) if app_labels is not None else []
+    if unknown:
+        raise GateError(
+            f"{case_toml}: field 'labels' has {unknown}, which the app contract does not declare; "
+            "gate this case with its own app's contract (--app FILE)"
+        )
+    names = data.get("label_names")
+    if names is None:
+        return labels
+    if not isinstance(names, list) or len(names) != len(labels) or not all(isinstance(n, str) for n in names):
+        count = len(names) if isinstance(names, list) else type(names).__name__
+        raise GateError(
+            f"{case_toml}: field 'label_names' declares {count} name(s) for the {len(labels)} labels "
+            f"{labels}; give one name (text) per label, in the same order"
+        )
+    for label, name in zip(labels, names, strict=True):
+        if app_labels is not None and app_labels[label] != name:
+            raise GateError(
+                f"{case_toml}: field 'label_names' declares {name!r} for label {label}, but the app "
+                f"contract names it {app_labels[label]!r}; use the contract's name (or remove the field)"
+            )
+    return labels
+
+
+def _name(case_toml: Path, data: dict[str, Any]) -> str:
+    """The case's name is its folder's: a case.toml that names another case was copied or renamed."""
+    declared, folder = data.get("name", case_toml.parent.name), case_toml.parent.name
+    if declared != folder:
+        raise GateError(
+            f"{case_toml}: field 'name' declares {declared!r}, but the case's folder is {folder!r}; "
+            "make them equal (or remove the field)"
+        )
+    if not isinstance(data.get("description", ""), str):
+        raise GateError(f"{case_toml}: field 'description' must be text")
+    return folder
+
+
+def load_case(path: Path, app_labels: Mapping[int, str] | None = None, model: RunTime | None = None) -> Case:
+    """One case folder, checked before anything runs; `app_labels` (the app contract's label names)
+    bound the case's labels and names, `model` (its [run] table) sizes the timeout of a case that sets
+    none. The DICOM headers are read once, for the [input] facts and the timeout."""
     defaults = _read(DEFAULTS_TOML)
     reject_unknown_keys(DEFAULTS_TOML, defaults, {**CASE_SCHEMA["tolerances"], "run": CASE_SCHEMA["run"]})
-    data = _read(path / "case.toml")
-    reject_unknown_keys(path / "case.toml", data, CASE_SCHEMA)
+    case_toml = path / "case.toml"
+    data = _read(case_toml)
+    reject_unknown_keys(case_toml, data, CASE_SCHEMA)
+    name = _name(case_toml, data)
     case_tolerances = data.get("tolerances", {})
     tolerances = {
         kind: {**defaults[kind], **case_tolerances.get(kind, {})}
         for kind in ("golden", "ground_truth", "host")
     }
     run = {**defaults["run"], **data.get("run", {})}
-    labels = data.get("labels")
-    if not isinstance(labels, list) or not all(isinstance(label, int) for label in labels):
-        raise GateError(f"{path / 'case.toml'}: field 'labels' must list the label ids present, e.g. [1, 6]")
-    unknown = sorted(set(labels) - set(known_labels)) if known_labels is not None else []
-    if unknown:
-        raise GateError(
-            f"{path / 'case.toml'}: field 'labels' has {unknown}, which the app contract does not declare; "
-            "gate this case with its own app's contract (--app FILE)"
-        )
-    dicom_dir = path / data.get("input", {}).get("dicom", "dicom")
+    labels = _labels(case_toml, data, app_labels)
+    inputs = data.get("input", {})
+    if not isinstance(inputs.get("dicom", "dicom"), str):
+        raise GateError(f"{case_toml}: field 'input.dicom' must be a folder in the case, e.g. \"dicom\"")
+    dicom_dir = path / inputs.get("dicom", "dicom")
     if not dicom_dir.is_dir():
         raise GateError(f"{dicom_dir}: the case's DICOM folder is missing; put the series there")
     named = data.get("reference", {})
@@ -234,14 +229,16 @@ def load_case(path: Path, known_labels: Iterable[int] | None = None, model: RunT
             raise GateError(
                 f"{reference}: reference mask missing; regenerate with `nox -s fixtures` or add it"
             )
-    timeout_s, timeout_basis = _timeout(path, data, defaults["run"]["timeout_s"], dicom_dir, model)
+    folder = case_input.read_folder(dicom_dir)
+    case_input.check_input(case_toml, inputs, folder)
+    timeout_s, timeout_basis = _timeout(path, data, defaults["run"]["timeout_s"], folder, model)
     if not isinstance(run["memory"], str) or memory_bytes(run["memory"]) is None:
         raise GateError(
-            f"{path / 'case.toml'}: field 'run.memory' must be a size as `docker run --memory` takes it, "
+            f"{case_toml}: field 'run.memory' must be a size as `docker run --memory` takes it, "
             'e.g. "4g" or "512m"'
         )
     return Case(
-        name=path.name,
+        name=name,
         path=path,
         dicom_dir=dicom_dir,
         labels=tuple(labels),
@@ -250,7 +247,7 @@ def load_case(path: Path, known_labels: Iterable[int] | None = None, model: RunT
         memory=str(run["memory"]),
         references=references,
         description=str(data.get("description", "")),
-        expected_series_uid=data.get("input", {}).get("expected_series_instance_uid"),
+        expected_series_uid=inputs.get("expected_series_instance_uid"),
         timeout_basis=timeout_basis,
     )
 
@@ -258,10 +255,10 @@ def load_case(path: Path, known_labels: Iterable[int] | None = None, model: RunT
 def discover(cases_dir: Path, app: AppContract | None = None) -> list[Case]:
     if not cases_dir.is_dir():
         raise GateError(f"{cases_dir}: cases folder not found; pass --cases DIR with one folder per case")
-    known = app.labels if app is not None else None
+    names = app.labels if app is not None else None
     model = run_time(app) if app is not None else None
     found = [
-        load_case(path, known, model) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()
+        load_case(path, names, model) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()
     ]
     if not found:
         raise GateError(f"{cases_dir}: no case folders (each needs a case.toml); see fixtures/README.md")

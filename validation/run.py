@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.stages import stage_reached, stage_times
 from validation import engine
 from validation.contract import AppContract, Mounts
 from validation.errors import GateError
+from validation.stages import stage_reached, stage_times
 
 CONTAINER_PREFIX = "armgate-run-"
 # Locked down the way hospitals expect: no network, no capabilities, read-only root, bounded.
