@@ -291,16 +291,27 @@ def peak_memory(container_id: str) -> int | None:
     return None
 
 
-def wait(
+@dataclass(frozen=True)
+class Waited:
+    """How a container's run ended, as `docker wait` saw it."""
+
+    exit_code: int | None  # None: the run timed out, was cancelled, or the wait itself failed
+    peak_memory_bytes: int | None
+    error: str = ""  # why `docker wait` failed (the engine's message); "" when it did not
+
+
+def wait_for(
     name: str,
     container_id: str,
     timeout_s: float,
     cancel: threading.Event | None = None,
     on_memory: Callable[[int], None] | None = None,
-) -> tuple[int | None, int | None]:
-    """(exit code or None on timeout or cancel, peak memory). The cgroup goes with the container, so
-    it is read while `docker wait` runs; `on_memory` hears each reading (a progress line)."""
-    waiter = _popen(["wait", name], stdout=subprocess.PIPE, text=True)
+) -> Waited:
+    """Waits for the container's exit code until `timeout_s` or `cancel`, reading the peak memory from
+    its cgroup meanwhile (the cgroup goes with the container); `on_memory` hears each reading (a progress
+    line). A `docker wait` that fails (an engine error, a container gone) says why in `error`, so that
+    the caller does not report it as a timeout."""
+    waiter = _popen(["wait", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, peak = time.monotonic() + timeout_s, None
     cancel = cancel or threading.Event()
     try:
@@ -310,10 +321,27 @@ def wait(
                 on_memory(peak)
             time.sleep(0.5)
         if waiter.poll() is None:
-            return None, peak
-        output = waiter.communicate()[0].strip()
-        return (int(output) if waiter.returncode == 0 and output.isdigit() else None), peak
+            return Waited(None, peak)
+        output, errors = (text.strip() for text in waiter.communicate())
+        if waiter.returncode == 0 and output.isdigit():
+            return Waited(int(output), peak)
+        if waiter.returncode == 0:
+            return Waited(None, peak, f"it printed {output[:200]!r}, not an exit code")
+        return Waited(None, peak, f"{docker_error(errors)} (exit {waiter.returncode})")
     finally:
         if waiter.poll() is None:
             waiter.kill()
             waiter.wait()
+
+
+def wait(
+    name: str,
+    container_id: str,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    on_memory: Callable[[int], None] | None = None,
+) -> tuple[int | None, int | None]:
+    """(exit code, peak memory) of `wait_for`; the exit code is None on a timeout, a cancel or a failed
+    wait alike (callers that must tell them apart use wait_for)."""
+    waited = wait_for(name, container_id, timeout_s, cancel, on_memory)
+    return waited.exit_code, waited.peak_memory_bytes

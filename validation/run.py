@@ -48,6 +48,7 @@ class RunResult:
     logs: str = ""
     command: list[str] = field(default_factory=list)
     cancelled: bool = False  # stopped by the gate itself (interrupt), not by the app or a limit
+    wait_error: str = ""  # why `docker wait` failed, when it did: the run's end is then unknown
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,8 @@ class RunResult:
         last = (self.log_tail(1) or ["(no output)"])[0][:300]
         if self.cancelled:
             return f"{self.where} run was stopped: the gate was interrupted"
+        if self.wait_error:
+            return f"{self.where} run: docker wait failed: {self.wait_error}; the app's last line: {last}"
         if self.timed_out:
             return (
                 f"{self.where} run timed out after {self.seconds:.0f} s {self.stage}; "
@@ -168,12 +171,12 @@ def run_container(
     result = RunResult("container", output_dir, None, 0.0, command=command)
     failure, hint = f"docker run of {image} failed", f"; check that `docker image inspect {image}` finds it"
     with engine.container(command, failure, hint) as container_id:
-        result.exit_code, result.peak_memory_bytes = engine.wait(
-            name, container_id, timeout_s, cancel, on_memory
-        )
+        waited = engine.wait_for(name, container_id, timeout_s, cancel, on_memory)
+        result.exit_code, result.peak_memory_bytes = waited.exit_code, waited.peak_memory_bytes
         # a run ended by the gate's interrupt (from here or by removal from outside) is not the app's fault
         result.cancelled = cancel is not None and cancel.is_set() and result.exit_code != 0
-        result.timed_out = result.exit_code is None and not result.cancelled
+        result.wait_error = "" if result.cancelled else waited.error
+        result.timed_out = result.exit_code is None and not result.cancelled and not result.wait_error
         result.seconds = time.monotonic() - started
         if result.exit_code is None:
             engine.kill(name)
