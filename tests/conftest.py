@@ -71,6 +71,17 @@ def spleen_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) ->
     yield from held(build.build(profiles.load(), report=report, app=contract.load(SPLEEN_CONTRACT)))
 
 
+BUNDLE_CONTRACT = profiles.ROOT / "fixtures" / "bundle" / "app.toml"
+
+
+@pytest.fixture(scope="session")
+def bundle_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildRecord]:
+    """The third app's image (fixtures/bundle: a Bundle model, a SEG only, its own requirements),
+    built through its contract like any user's app."""
+    report = tmp_path_factory.mktemp("bundle-build") / "build.json"
+    yield from held(build.build(profiles.load(), report=report, app=contract.load(BUNDLE_CONTRACT)))
+
+
 TORCH18_PROFILE = "bullseye-torch1.8"
 
 

@@ -3,23 +3,33 @@
 A Conv3d network scripted by the host's torch 2 is refused by torch 1.8.1 (the torch-1.x profile)
 with one line naming the archive and the image's torch, and taken by the default profile's torch.
 The fixture model, an ordinary Conv3d network exported by torch 1.8.1, is taken by both.
+
+A MONAI Bundle model of an app built on the SDK's MonaiBundleInferenceOperator is also read by that
+operator's own code in the image: a Bundle exported the normal way (MONAI's metadata reading and
+torchscript saver) is refused on bookworm (SDK 0.5.1, MONAI 1.6.1: the metadata key rename), the bundle
+app's fixture Bundle on the torch-1.8 profile (the operator's torch floor), each in one line.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import TORCH18_PROFILE, run_gate
-from validation import contract, lock, model_check
+from tests.conftest import BUNDLE_CONTRACT, TORCH18_PROFILE, run_gate
+from validation import bundle_model, contract, lock, model_check
 from validation.build import BuildRecord
 from validation.errors import GateError
 
 APP = contract.load()
+BUNDLE_APP = contract.load(BUNDLE_CONTRACT)
 
 
 class TwoConvNet(torch.nn.Module):
@@ -174,3 +184,166 @@ def test_fixture_model_passes_the_check_on_bookworm(built_image: BuildRecord) ->
     check = model_check.check_model(built_image.image_id, APP.default_model, APP)
     assert check.ok, check.line
     assert check.torch.startswith("2.") and check.output_shape == (1, 14, 96, 96, 96)
+
+
+# ---- MONAI Bundle models ------------------------------------------------------------------------
+
+BUNDLE_MODEL = BUNDLE_APP.default_model
+
+
+def _normal_export(folder: Path) -> Path:
+    """The bundle app's network exported as MONAI's ckpt_export does it: the metadata read by MONAI's
+    ConfigParser (which, from MONAI 1.4 on, renames optional_packages_version), saved with MONAI's
+    save_net_with_metadata beside the bundle's inference.json as it is (no `_meta_`)."""
+    from monai.bundle import ConfigParser
+    from monai.data import save_net_with_metadata
+
+    with zipfile.ZipFile(BUNDLE_MODEL) as archive:
+        metadata = json.loads(archive.read("model/extra/metadata.json"))
+        config = json.loads(archive.read("model/extra/inference.json"))
+    config.pop("_meta_")
+    parser = ConfigParser()
+    parser.read_meta(f=metadata)
+    network = torch.jit.load(str(BUNDLE_MODEL), map_location="cpu")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_net_with_metadata(network, str(folder / "model"), meta_values=parser.get("_meta_"),
+                           more_extra_files={"inference.json": json.dumps(config).encode()})
+    return folder / "model.ts"
+
+
+@pytest.fixture(scope="module")
+def normal_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _normal_export(tmp_path_factory.mktemp("normal-bundle"))
+
+
+def _probe_on_host(model: Path, app: contract.AppContract) -> model_check.ModelCheck:
+    """The model check's probe (the SDK operator's own code included) run by this interpreter on the
+    file where it lies: what the image runs, on the host's SDK 0.5.1 and MONAI 1.6.1, without Docker."""
+    app = replace(app, mounts=replace(app.mounts, model=str(model)))
+    bundle = model_check.bundle_check(model, app)
+    done = subprocess.run([sys.executable, "-c", model_check.probe_script(app, bundle)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    facts = model_check.archive_facts(model)
+    shape = app.model_input_shape
+    return model_check._verdict(model, facts, done.stdout, done.returncode, 1.0, shape, bundle, str(model))
+
+
+def test_a_bundle_is_recognised_by_its_metadata(host_conv_model: Path) -> None:
+    facts = bundle_model.bundle_facts(BUNDLE_MODEL)
+    assert facts is not None and facts.root == "model" and facts.output_channels == 3
+    assert facts.io_format("inputs")["num_channels"] == 1 and "nibabel" in facts.packages
+    assert "MONAI Bundle" in facts.describe() and "1 -> 3 channels" in facts.describe()
+    assert bundle_model.bundle_facts(host_conv_model) is None
+    assert bundle_model.bundle_facts(APP.default_model) is None
+
+
+def test_only_an_app_importing_the_sdk_bundle_operator_needs_it(tmp_path: Path) -> None:
+    assert bundle_model.uses_sdk_bundle_operator(BUNDLE_APP.source)
+    assert not bundle_model.uses_sdk_bundle_operator(APP.source)
+    mention = '"""Not built on MonaiBundleInferenceOperator."""\n# MonaiBundleInferenceOperator\n'
+    (tmp_path / "said.py").write_text(mention)
+    assert not bundle_model.uses_sdk_bundle_operator(tmp_path)
+    (tmp_path / "uses.py").write_text("from monai.deploy.operators import MonaiBundleInferenceOperator\n")
+    assert bundle_model.uses_sdk_bundle_operator(tmp_path)
+
+
+def test_the_bundle_apps_model_is_read_by_the_sdk_operator() -> None:
+    """The fixture Bundle carries its metadata under `_meta_` in inference.json too: SDK 0.5.1 reads it
+    on MONAI 1.6.1, and the check says so."""
+    check = _probe_on_host(BUNDLE_MODEL, BUNDLE_APP)
+    assert check.ok, check.line
+    assert check.output_shape == (1, 3, 64, 64, 64) and "SDK bundle operator reads its configs" in check.line
+
+
+def test_a_normally_exported_bundle_is_refused_naming_the_key_rename(normal_bundle: Path) -> None:
+    with zipfile.ZipFile(normal_bundle) as archive:
+        keys = json.loads(archive.read("model/extra/metadata.json"))
+    assert "required_packages_version" in keys and "optional_packages_version" not in keys  # MONAI renamed it
+    check = _probe_on_host(normal_bundle, BUNDLE_APP)
+    assert not check.ok and "\n" not in check.line
+    assert "monai-deploy-app-sdk 0.5.1 bundle operator with MONAI 1.6.1" in check.line, check.line
+    assert "KeyError: 'optional_packages_version'" in check.line, check.line
+    assert "reads the metadata key 'optional_packages_version' as 'required_packages_version'" in check.line
+    # the same file is fine for an app that does not read it through the SDK's operator
+    assert _probe_on_host(normal_bundle, APP).ok
+
+
+def test_a_bundle_whose_root_is_not_the_file_stem_is_refused(tmp_path: Path) -> None:
+    renamed = tmp_path / "spleen_liver.ts"
+    renamed.write_bytes(BUNDLE_MODEL.read_bytes())  # root folder still "model"
+    check = _probe_on_host(renamed, BUNDLE_APP)
+    assert not check.ok, check.line
+    expected = "the archive's root folder is 'model', the app opens it as spleen_liver.ts"
+    assert expected in check.line, check.line
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        ({"ok": False, "monai-deploy-app-sdk": "0.5.1", "monai": "1.1.0", "failed_imports": [
+            "OptionalImportError: import torch (requires 'torch 1.10.2' by 'min_version')."]},
+         r"0\.5\.1 bundle operator with MONAI 1\.1\.0 cannot run: .*requires 'torch 1\.10\.2'"),
+        ({"ok": False, "monai-deploy-app-sdk": "0.5.1", "monai": "1.6.1", "failed_imports": [],
+          "missing_packages": ["pytorch-ignite"]},
+         r"its metadata requires pytorch-ignite, which the image lacks"),
+        (None, r"no answer about the SDK's bundle operator"),
+    ],
+    ids=["torch-too-old", "missing-package", "no-answer"],
+)
+def test_a_bundle_the_operator_cannot_serve_fails_in_one_line(found: dict | None, expected: str) -> None:
+    facts = model_check.archive_facts(BUNDLE_MODEL)
+    bundle = model_check.bundle_check(BUNDLE_MODEL, BUNDLE_APP)
+    output = 'ARMGATE_TORCH 1.8.1\nARMGATE_MODEL_CHECK {"ok": true, "output_shape": [1, 3, 64, 64, 64]}\n'
+    if found is not None:
+        output += bundle_model.BUNDLE_MARKER + json.dumps(found) + "\n"
+    shape = (1, 1, 64, 64, 64)
+    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, shape, bundle, "/model/model.ts")
+    assert not check.ok and "\n" not in check.line
+    assert re.search(expected, check.line), check.line
+    # an app that does not use the operator is not held to it
+    plain = model_check.BundleCheck(bundle.facts, through_operator=False)
+    assert model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, (1, 1, 64, 64, 64), plain).ok
+
+
+def test_a_bundle_whose_network_disagrees_with_its_metadata_fails() -> None:
+    facts = model_check.archive_facts(BUNDLE_MODEL)
+    bundle = model_check.BundleCheck(model_check.bundle_check(BUNDLE_MODEL, BUNDLE_APP).facts, False)
+    output = 'ARMGATE_TORCH 2.10.0\nARMGATE_MODEL_CHECK {"ok": true, "output_shape": [1, 2, 64, 64, 64]}\n'
+    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, (1, 1, 64, 64, 64), bundle)
+    assert not check.ok
+    assert "its metadata declares 3 output channels and the network gives 2" in check.line, check.line
+
+
+def _gate_refuses(args: list[str], reports: Path) -> str:
+    """Exit 2 before any case, exactly one stderr line and no traceback (run_gate: no container left)."""
+    result = run_gate([*args, "--reports", str(reports), "--no-host"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert lines[0].startswith("armgate: model check: "), lines[0]
+    assert not (reports / "cases").exists(), "a case ran before the model check"
+    return lines[0]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_normally_exported_bundle_fails_the_gate_on_bookworm(
+    built_image: BuildRecord, normal_bundle: Path, tmp_path: Path
+) -> None:
+    """The image's own SDK 0.5.1 operator and MONAI 1.6.1 read the metadata, in the image."""
+    line = _gate_refuses(["--app", str(BUNDLE_CONTRACT), "--image", built_image.image_id,
+                          "--model", str(normal_bundle)], tmp_path / "acceptance")
+    assert str(normal_bundle) in line and "KeyError: 'optional_packages_version'" in line, line
+    assert "with MONAI 1.6.1" in line and "'required_packages_version'" in line, line
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_bundle_fails_the_gate_on_torch18_for_the_operators_torch_floor(
+    torch18_image: BuildRecord, tmp_path: Path
+) -> None:
+    """torch 1.8.1 loads the fixture Bundle and runs it; the SDK's operator wants torch 1.10.2."""
+    line = _gate_refuses(["--app", str(BUNDLE_CONTRACT), "--profile", TORCH18_PROFILE,
+                          "--image", torch18_image.image_id], tmp_path / "acceptance")
+    assert "loads in torch 1.8.1, but the image's monai-deploy-app-sdk 0.5.1 bundle operator" in line, line
+    assert "requires 'torch 1.10.2'" in line, line

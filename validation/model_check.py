@@ -17,7 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from validation import engine, lock, run
+from validation import bundle_model, engine, lock, run
+from validation.bundle_model import BundleFacts
 from validation.contract import AppContract
 from validation.errors import GateError
 
@@ -45,6 +46,12 @@ except Exception as error:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     result.update(ok=False, error=type(error).__name__ + ": " + (lines[-1] if lines else ""))
 print("ARMGATE_MODEL_CHECK " + json.dumps(result), flush=True)
+if result.get("ok") and BUNDLE_PACKAGES is not None:
+    try:
+        found = _bundle_probe(MODEL_PATH, BUNDLE_PACKAGES)
+    except Exception as error:
+        found = {"ok": False, "error": _first_line(error)}
+    print("ARMGATE_BUNDLE " + json.dumps(found), flush=True)
 """
 
 
@@ -68,6 +75,23 @@ class ModelCheck:
     output_shape: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class BundleCheck:
+    """A Bundle model's metadata, and whether the image's SDK bundle operator must read it (the app
+    uses that operator)."""
+
+    facts: BundleFacts
+    through_operator: bool
+
+
+def bundle_check(model: Path, app: AppContract) -> BundleCheck | None:
+    """None for a plain TorchScript file."""
+    facts = bundle_model.bundle_facts(model)
+    if facts is None:
+        return None
+    return BundleCheck(facts, bundle_model.uses_sdk_bundle_operator(app.source))
+
+
 def archive_facts(model: Path) -> ArchiveFacts:
     """The archive's declared file format and whether a torch newer than 1.8 wrote it."""
     try:
@@ -85,14 +109,28 @@ def archive_facts(model: Path) -> ArchiveFacts:
     return ArchiveFacts(file_format, writer)
 
 
+def probe_script(app: AppContract, bundle: BundleCheck | None) -> str:
+    """The probe for this app and model: a Bundle the app reads through the SDK's operator is also
+    read by that operator, with the packages its metadata names looked up."""
+    packages = sorted(bundle.facts.packages) if bundle is not None and bundle.through_operator else None
+    probe = bundle_model.PROBE + PROBE.replace("BUNDLE_PACKAGES", repr(packages))
+    return probe.replace("SHAPE", repr(app.model_input_shape)).replace("MODEL_PATH", repr(app.mounts.model))
+
+
 def _probe_command(
-    image: str, name: str, model: Path, app: AppContract, platform: str, labels: dict[str, str]
+    image: str,
+    name: str,
+    model: Path,
+    app: AppContract,
+    platform: str,
+    labels: dict[str, str],
+    bundle: BundleCheck | None = None,
 ) -> list[str]:
     """`docker run` of the probe with the case runs' lock-down and its own smaller limits.
 
     The file itself is mounted where the app contract says (whatever its name), readable by the
     image's user; the input is one of the app's model windows (`[model] input_shape`)."""
-    probe = PROBE.replace("SHAPE", repr(app.model_input_shape)).replace("MODEL_PATH", repr(app.mounts.model))
+    probe = probe_script(app, bundle)
     options = [
         "--platform", platform,
         "--memory", MEMORY, "--memory-swap", MEMORY, "--cpus", "1", *run.HARDENED_FLAGS,
@@ -113,14 +151,15 @@ def check_model(
 ) -> ModelCheck:
     """Load the model in the image and run one forward; the container is always removed."""
     facts = archive_facts(model)
+    bundle = bundle_check(model, app)
     name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
-    command = _probe_command(image, name, model, app, platform, labels or {})
+    command = _probe_command(image, name, model, app, platform, labels or {}, bundle)
     with engine.container(command, f"model check: docker run of {image} failed") as container_id:
         exit_code, _ = engine.wait(name, container_id, TIMEOUT_S)
         output = engine.logs(name)
     seconds = time.monotonic() - started
-    return _verdict(model, facts, output, exit_code, seconds, app.model_input_shape)
+    return _verdict(model, facts, output, exit_code, seconds, app.model_input_shape, bundle, app.mounts.model)
 
 
 def _verdict(
@@ -130,15 +169,24 @@ def _verdict(
     exit_code: int | None,
     seconds: float,
     input_shape: tuple[int, ...],
+    bundle: BundleCheck | None = None,
+    mount: str = "/model/model.ts",
 ) -> ModelCheck:
     """One line either way: what loaded in which torch, or why not."""
     lines = output.splitlines()
     torch = next((line[len(TORCH_MARKER) :] for line in lines if line.startswith(TORCH_MARKER)), "unknown")
     result = next((json.loads(line[len(MARKER) :]) for line in lines if line.startswith(MARKER)), None)
-    subject = f"{model} ({facts.describe()})"
+    described = facts.describe() + (f"; {bundle.facts.describe()}" if bundle is not None else "")
+    subject = f"{model} ({described})"
     if result and result.get("ok"):
         shape = tuple(result["output_shape"])
+        problem = _bundle_problem(bundle, shape, lines, mount)
+        if problem:
+            line = f"model check: {subject} loads in torch {torch}, but {problem}"
+            return ModelCheck(False, torch, line, seconds, shape)
         line = f"model check: {subject} loads in torch {torch} and maps {input_shape} to {shape}"
+        if bundle is not None and bundle.through_operator:
+            line += "; the image's SDK bundle operator reads its configs"
         return ModelCheck(True, torch, line, seconds, shape)
     if exit_code is None:
         reason = f"no answer within {TIMEOUT_S:.0f} s"
@@ -158,6 +206,26 @@ def _verdict(
     return ModelCheck(False, torch, line, seconds)
 
 
+def _bundle_problem(
+    bundle: BundleCheck | None, shape: tuple[int, ...], lines: list[str], mount: str
+) -> str | None:
+    """What stops a Bundle that torch loaded: output channels other than its metadata declares, or
+    (for an app that reads it through the SDK's operator) the operator itself."""
+    if bundle is None:
+        return None
+    declared = bundle.facts.output_channels
+    if declared is not None and len(shape) > 1 and shape[1] != declared:
+        return (
+            f"its metadata declares {declared} output channels and the network gives {shape[1]}; fix: export "
+            "the Bundle with the network_data_format of this network"
+        )
+    if not bundle.through_operator:
+        return None
+    marker = bundle_model.BUNDLE_MARKER
+    found = next((json.loads(line[len(marker) :]) for line in lines if line.startswith(marker)), None)
+    return bundle_model.operator_problem(bundle.facts, found, mount)
+
+
 def _image_identity(image: str) -> tuple[str, str]:
     """(image id, os/architecture), or a GateError naming the image when the engine lacks it."""
     facts = engine.require_image(image, f"model check: image {image} not found")
@@ -173,8 +241,10 @@ def _read_memo(memo: Path) -> ModelCheck | None:
 
 
 def _memo(image_id: str, model: Path, app: AppContract) -> Path:
-    """Where a pass is remembered: per (image id, model sha256, input shape)."""
-    probe = hashlib.sha256(model.read_bytes() + repr(app.model_input_shape).encode()).hexdigest()
+    """Where a pass is remembered: per (image id, model sha256, and the probe the app needs: its input
+    shape, where the model is mounted and whether the SDK's bundle operator reads it)."""
+    probe_text = probe_script(app, bundle_check(model, app)).encode()
+    probe = hashlib.sha256(model.read_bytes() + probe_text).hexdigest()
     return lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{probe[:24]}.json"
 
 
