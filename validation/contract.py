@@ -15,6 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
+from validation import requirements_file
 from validation.errors import GateError
 from validation.profiles import ROOT, Fields, Profile, read_toml, reject_unknown_keys
 
@@ -29,7 +30,9 @@ OUTPUT_KINDS = {
 }
 LABEL_MAP_KINDS = ("mask", "seg")  # an app must write at least one: the gate compares a label map
 SCHEMA = {
-    "app": dict.fromkeys(("name", "source", "main", "args", "user", "uid", "requires_python", "requires")),
+    "app": dict.fromkeys(
+        ("name", "source", "main", "args", "user", "uid", "requires_python", "requires", "requirements")
+    ),
     "mounts": dict.fromkeys(("input", "model", "output")),
     "outputs": dict.fromkeys(OUTPUT_KINDS),
     "labels": dict.fromkeys(("file", "names")),
@@ -72,6 +75,7 @@ class AppContract:
     default_model: Path
     default_cases: Path
     run_time: dict = field(default_factory=dict)  # the [run] table, checked by validation/cases.py
+    requirements: Path | None = None  # the app's requirements.txt, locked with the profile (app_lock.py)
 
     @property
     def install_dir(self) -> str:
@@ -205,6 +209,12 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
     if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
         raise GateError(f"{path}: field 'model.input_shape' must list sizes, e.g. [1, 1, 64, 64, 64]")
     defaults = top.table("defaults")
+    requirements = (here / app.str("requirements")).resolve() if "requirements" in app.data else None
+    if requirements is not None and not requirements.is_file():
+        problem = f"points to {requirements}, which is not a file; name it relative to this contract"
+        raise GateError(f"{path}: field 'app.requirements' {problem}")
+    if requirements is not None:
+        requirements_file.read(requirements)  # every line a requirement, or one line naming the first bad one
     return AppContract(
         path=path,
         name=app.str("name"),
@@ -224,4 +234,5 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
         default_model=(here / defaults.str("model")).resolve(),
         default_cases=(here / defaults.str("cases")).resolve(),
         run_time=dict(data.get("run", {})),
+        requirements=requirements,
     )

@@ -70,15 +70,20 @@ def lock_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def compile_lock(profile: profiles.Profile) -> Path:
-    """Resolve the profile's requirements for its platform and write container/locks/<profile>-<arch>.txt."""
-    if profile.install != "wheelhouse":
-        raise GateError(f"{profile.path}: profile installs from the network; it has no lock to compile")
+def find_uv() -> str:
     uv = shutil.which("uv") or shutil.which("uv", path=str(Path(sys.executable).parent))
     if uv is None:
         raise GateError(
             "uv not found on PATH: `pip install uv` (it resolves for a platform other than the host's)"
         )
+    return uv
+
+
+def compile_lock(profile: profiles.Profile) -> Path:
+    """Resolve the profile's requirements for its platform and write container/locks/<profile>-<arch>.txt."""
+    if profile.install != "wheelhouse":
+        raise GateError(f"{profile.path}: profile installs from the network; it has no lock to compile")
+    uv = find_uv()
     profile.lock_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         requirements_in = Path(scratch) / f"{profile.name}.in"
@@ -108,7 +113,7 @@ def wheelhouse_dir(profile: profiles.Profile) -> Path:
     return CACHE / "wheelhouse" / f"{profile.name}-{profile.arch}"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -132,7 +137,7 @@ def verify_wheelhouse(directory: Path, locked: list[LockedPackage], lock_path: P
     allowed = {digest for package in locked for digest in package.hashes}
     present = set()
     for wheel in sorted(directory.glob("*")):
-        digest = _sha256(wheel)
+        digest = file_sha256(wheel)
         if digest not in allowed and not _other_locks_wheel(wheel, locked):
             raise GateError(
                 f"{wheel}: sha256 {digest[:16]}… is not in {lock_path.name}; "
@@ -144,10 +149,16 @@ def verify_wheelhouse(directory: Path, locked: list[LockedPackage], lock_path: P
 
 def ensure_wheelhouse(profile: profiles.Profile) -> Path:
     """Download the lock's wheels for the target platform once; verify every file every time."""
-    locked = parse_lock(profile.lock_path)
-    directory = wheelhouse_dir(profile)
+    return ensure_wheels(profile, parse_lock(profile.lock_path), profile.lock_path, wheelhouse_dir(profile))
+
+
+def ensure_wheels(
+    profile: profiles.Profile, locked: list[LockedPackage], lock_path: Path, directory: Path
+) -> Path:
+    """The wheels of `locked` (all or some of the packages of `lock_path`) in `directory`, for the
+    profile's platform: downloaded once by hash, every file verified every time."""
     directory.mkdir(parents=True, exist_ok=True)
-    missing = verify_wheelhouse(directory, locked, profile.lock_path)
+    missing = verify_wheelhouse(directory, locked, lock_path)
     if not missing:
         return directory
     tags = dict.fromkeys((profile.manylinux, *MANYLINUX_TAGS))
@@ -167,19 +178,19 @@ def ensure_wheelhouse(profile: profiles.Profile) -> Path:
         ]  # fmt: skip
         # beside the wheelhouse, not in it: every file in it must be a locked wheel
         log = directory.with_name(directory.name + ".download.log")
-        title = f"wheels for {profile.name}-{profile.arch}"
+        title = f"wheels for {directory.name}"
         with progress.step(title, total=len(missing), unit="wheels") as current:
             # pip starts each wheel with "Collecting" (from an index) or "Processing" (a local file)
             starts = ("Collecting ", "Processing ")
             returncode = progress.run_command(current, command, log, advance_on=starts)
     if returncode != 0:
         tail = " ".join(progress.tail(log, 2).splitlines())
-        raise GateError(f"{profile.lock_path}: downloading its wheels failed: {tail} (log: {log})")
-    still_missing = verify_wheelhouse(directory, locked, profile.lock_path)
+        raise GateError(f"{lock_path}: downloading its wheels failed: {tail} (log: {log})")
+    still_missing = verify_wheelhouse(directory, locked, lock_path)
     if still_missing:
         names = ", ".join(f"{p.name}=={p.version}" for p in still_missing)
         raise GateError(
-            f"{profile.lock_path}: no wheel for {names} after download; check the lock's platform"
+            f"{lock_path}: no wheel for {names} after download; check the lock's platform"
         )
     return directory
 
@@ -189,7 +200,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--profile", action="append", help="profile name or TOML path (default: all hermetic ones)"
     )
+    parser.add_argument("--app", type=Path, help="an app contract: lock its requirements with the profile's")
+    parser.add_argument("--locks", type=Path, help="folder of the app's locks (default: locks/ by it)")
     args = parser.parse_args(argv)
+    if args.app or args.locks:
+        from validation import app_lock  # imports this module
+
+        return app_lock.main(args.app, args.profile or [profiles.DEFAULT_PROFILE], args.locks)
     names = args.profile or profiles.available()
     for name in names:
         profile = profiles.load(name)
