@@ -2,11 +2,14 @@
 
 The baseline runs the gate's own `docker run` command (same image, cases, flags) for every case,
 `--jobs` at a time exactly as the gate schedules them, with nothing else: what a user pays to run
-the cases without a gate. A gate run that does not exit 0 invalidates its figure.
+the cases without a gate. A gate run that does not pass all it was asked to run invalidates its
+figure (`clean_exit`: the gate runs --no-host, so PASS there is PARTIAL with only the host checks left
+out, nothing failed and nothing unevaluated).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import subprocess
@@ -86,13 +89,28 @@ def case_run_seconds(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: float(seconds) for name, seconds in found.items()}
 
 
-def release_code(code: int, metrics: dict[str, Any]) -> int:
-    """The gate's exit code, with PARTIAL (3) read as 0 when every check it ran passed: the bench leaves
-    out the host runs (--no-host) or selects the image checks on purpose, and that is its clean outcome."""
+def _asked_for(option: str, command: Sequence[str]) -> bool:
+    """Whether a selection option metrics.json records ("--no-host", "-k EXPR") is in the gate's command."""
+    if option == "--no-host":
+        return option in command
+    keyword = option.removeprefix("-k ")
+    return option != keyword and any(a == "-k" and b == keyword for a, b in itertools.pairwise(command))
+
+
+def clean_exit(code: int, metrics: dict[str, Any], command: Sequence[str]) -> int:
+    """0 when the gate passed everything it was asked to run, else its exit code: the bench's rule is
+    that any other outcome makes a figure INVALID. PASS is 0; PARTIAL (3) reads as 0 only when the
+    bench's own narrowing made it partial (each selection option metrics.json records, `--no-host` or
+    `-k`, is in `command`) and no check failed or went unevaluated. A PARTIAL for any other reason (a
+    check not evaluated, a shard) stays 3."""
+    if code != 3:
+        return code
     counts = metrics.get("counts") or {}
-    if code == 3 and counts.get("failed") == 0 and counts.get("not_evaluated") == 0:
-        return 0
-    return code
+    selection = metrics.get("selection") or {}
+    options = list(selection.get("options") or [])
+    narrowed_as_asked = bool(options) and all(_asked_for(option, command) for option in options)
+    clean = counts.get("failed") == 0 and counts.get("not_evaluated") == 0 and not selection.get("shard")
+    return 0 if narrowed_as_asked and clean else code
 
 
 def timed_gate(ctx: Context, jobs: int, index: int, keyword: str | None = None) -> dict[str, Any]:
@@ -102,7 +120,8 @@ def timed_gate(ctx: Context, jobs: int, index: int, keyword: str | None = None) 
     log = ctx.logs / f"{name}.log"
     log.write_text("")
     started = time.monotonic()
-    code = run_to_log(gate_command(ctx, jobs, reports, keyword), log, build.ROOT)
+    command = gate_command(ctx, jobs, reports, keyword)
+    code = run_to_log(command, log, build.ROOT)
     seconds = time.monotonic() - started
     junit, metrics = reports / "junit.xml", reports / "metrics.json"
     if not junit.is_file() or not metrics.is_file():
@@ -112,7 +131,7 @@ def timed_gate(ctx: Context, jobs: int, index: int, keyword: str | None = None) 
     data = json.loads(metrics.read_text())
     return {
         "seconds": seconds,
-        "exit": release_code(code, data),
+        "exit": clean_exit(code, data, command),
         "checks_s": check_durations(junit),
         "case_runs_s": case_run_seconds(data) if keyword is None else {},
     }

@@ -22,7 +22,7 @@ BASELINES = {
     "recipe": build.ROOT / "container" / "bench" / "recipe.Dockerfile",
     "single_stage": build.ROOT / "container" / "bench" / "single-stage.Dockerfile",
 }
-# The target holds against the competent single-stage Dockerfile; the seed's recipe is shown beside.
+# The target holds against the competent single-stage Dockerfile; the hand-written recipe is shown beside.
 SIZE_OVER = {
     "single_stage": Headline(
         "size_over_single_stage", "3  image size ÷ competent single-stage", Target("<=", 0.90)

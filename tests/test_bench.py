@@ -100,6 +100,41 @@ def test_a_gate_run_that_did_not_pass_invalidates_the_overhead_and_fails_the_ben
     assert figures.failed_runs([0, 0]) == "" and "run 1 exited 2" in figures.failed_runs([2])
 
 
+def _metrics(
+    failed: int = 0, not_evaluated: int = 0, options: tuple[str, ...] = (), shard: str | None = None
+) -> dict:
+    return {
+        "counts": {"failed": failed, "not_evaluated": not_evaluated},
+        "selection": {"options": list(options), "deselected": [], "shard": shard},
+    }
+
+
+NO_HOST_GATE = ["python", "-m", "validation", "acceptance", "--no-host", "--jobs", "2", "--image", "i"]
+
+
+@pytest.mark.parametrize(
+    ("code", "metrics", "command", "clean"),
+    [
+        (0, _metrics(), NO_HOST_GATE, 0),
+        (3, _metrics(options=("--no-host",)), NO_HOST_GATE, 0),  # what the bench asked, all passed
+        (3, _metrics(options=("-k test_image", "--no-host")), [*NO_HOST_GATE, "-k", "test_image"], 0),
+        (3, _metrics(not_evaluated=2, options=("--no-host",)), NO_HOST_GATE, 3),  # less work than asked
+        (3, _metrics(options=("--no-host",)), NO_HOST_GATE[:4], 3),  # a full gate that left host checks out
+        (3, _metrics(options=("-k standard",)), NO_HOST_GATE, 3),  # a selection the bench never asked for
+        (3, _metrics(options=("--shard 1/2",), shard="1/2"), NO_HOST_GATE, 3),
+        (1, _metrics(failed=1, options=("--no-host",)), NO_HOST_GATE, 1),
+    ],
+    ids=["pass", "no-host-as-asked", "k-as-asked", "not-evaluated", "host-left-out-unasked", "other-k",
+         "shard", "fail"],
+)  # fmt: skip
+def test_a_gate_counts_as_clean_only_when_it_passed_all_it_was_asked(
+    code: int, metrics: dict, command: list[str], clean: int
+) -> None:
+    """The README's rule: a gate that did not pass invalidates its figure. A --no-host gate can only say
+    PARTIAL; that PARTIAL is its pass, and no other PARTIAL is."""
+    assert overhead.clean_exit(code, metrics, command) == clean
+
+
 def test_a_gate_faster_than_its_own_docker_runs_is_invalid() -> None:
     """The gate performs the bare runs and more: a ratio below 1 measured load drift, not the gate."""
     passed = [{"seconds": 162.1, "exit": 0}, {"seconds": 190.0, "exit": 0}]
@@ -191,15 +226,27 @@ def test_held_interrupts_raise_at_release_and_an_ignored_one_stays_ignored() -> 
 # --- the gate's cost as the case count grows ----------------------------------------------------
 
 
-def test_growth_is_per_case_time_and_peak_memory_of_many_over_few() -> None:
+def test_growth_is_a_cases_marginal_time_and_peak_memory_of_many_over_few() -> None:
     few = [{"seconds": 150.0, "exit": 0, "peak_rss_bytes": 200e6}]
-    many = [{"seconds": 1200.0, "exit": 0, "peak_rss_bytes": 260e6}]  # 40 s a case against 50 s
+    many = [{"seconds": 1200.0, "exit": 0, "peak_rss_bytes": 260e6}]  # 1050 s for 27 more cases
     per_case, memory, *_ = scaling.growth_figures(few, many, "standard")
-    assert per_case.value == pytest.approx((1200.0 / scaling.MANY) / (150.0 / scaling.FEW))
+    marginal = (1200.0 - 150.0) / (scaling.MANY - scaling.FEW)
+    assert per_case.value == pytest.approx(marginal / (150.0 / scaling.FEW))
     assert per_case.status == "met"
+    assert f"{marginal:.3f} / 50.000 s per added case / s per case of 3" in per_case.detail
     assert memory.value == pytest.approx(1.3) and memory.status == "MISSED"  # 30 % more memory
     failed = scaling.growth_figures(few, [{**many[0], "exit": 1}], "standard")
     assert {figure.status for figure in failed[:2]} == {"INVALID"}
+
+
+def test_a_per_case_cost_that_grows_is_caught_where_whole_time_per_case_hides_it() -> None:
+    """10 s a case among 3; 357 s for 30: whole time per case reads 11.9 / 10 (met), but each added case
+    cost 327 / 27 = 12.1 s, 21 % more than a case of the small set."""
+    few = [{"seconds": 30.0, "exit": 0, "peak_rss_bytes": 200e6}]
+    many = [{"seconds": 357.0, "exit": 0, "peak_rss_bytes": 200e6}]
+    assert (357.0 / scaling.MANY) / (30.0 / scaling.FEW) <= 1.2  # what the figure read before
+    per_case = scaling.growth_figures(few, many, "standard")[0]
+    assert per_case.value == pytest.approx(1.2111, abs=1e-4) and per_case.status == "MISSED"
 
 
 def test_growth_copies_one_case_into_distinct_cases(tmp_path: Path) -> None:
@@ -499,6 +546,65 @@ def test_armgate_equals_monai_within_1e6(
     assert set(differences) == {"dice", "hd95", "nsd", "hd95_abs_mm"}
     headline = max(differences[metric] for metric in compare_speed.HEADLINE_METRICS)
     assert headline <= compare_speed.EQUAL_MAX_ABS_DIFF, differences
+
+
+def test_the_difference_covers_exactly_what_its_detail_says(
+    small_pairs: tuple[np.ndarray, dict[str, np.ndarray]],
+) -> None:
+    """Dice over every label either mask holds; NSD and HD95 only where both hold; nothing else. A
+    disagreement on the label the output lacks shows in Dice alone."""
+    reference, outputs = small_pairs
+    ours = compare_speed.armgate_metrics(outputs["missing"], reference, SMALL_SPACING)
+    fields = {"dice": "dice", "nsd": "nsd", "hd95": "hd95_mm"}
+    theirs = {name: np.zeros(len(compare_speed.ORGANS)) for name in fields}
+    for row in ours.per_label:
+        for name, field in fields.items():
+            theirs[name][row.label - 1] = getattr(row, field)
+    for name in fields:  # MONAI disagrees on the missing organ only
+        theirs[name][compare_speed.MISSING - 1] += 0.5
+    differences = compare_speed.max_differences(ours, theirs)
+    assert differences == {"dice": pytest.approx(0.5), "nsd": 0.0, "hd95": 0.0, "hd95_abs_mm": 0.0}
+    assert set(compare_speed.COMPARED) == set(compare_speed.HEADLINE_METRICS) == set(fields)
+    text = compare_speed.compared_text()
+    assert "dice: |armgate − MONAI|, over every label either mask holds" in text
+    assert "nsd: |armgate − MONAI|, over the labels both masks hold" in text
+    assert "hd95: |armgate − MONAI| ÷ max(MONAI, 1 mm), over the labels both masks hold" in text
+    assert "any value" not in compare_speed.MAX_DIFF.label and "volume" not in text
+
+
+def _held_loads(monkeypatch: pytest.MonkeyPatch) -> threading.Barrier:
+    """nibabel.load made to wait until a second file is being loaded at the same time."""
+    import nibabel
+
+    barrier, load = threading.Barrier(2, timeout=2), nibabel.load
+
+    def load_together(path, *args, **kwargs):
+        barrier.wait()  # BrokenBarrierError when the loads run one after the other
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(nibabel, "load", load_together)
+    return barrier
+
+
+def test_the_load_baseline_reads_both_files_on_two_threads_as_armgate_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline of "armgate from files ÷ NIfTI load" does the reading under the same conditions as
+    armgate's compare: both masks at once (gzip inflation releases the GIL)."""
+    import nibabel
+
+    from validation import compare
+
+    paths = [tmp_path / "output.nii.gz", tmp_path / "reference.nii.gz"]
+    for path in paths:
+        nibabel.save(nibabel.Nifti1Image(np.ones((4, 4, 4), dtype=np.uint8), np.eye(4)), path)
+    _held_loads(monkeypatch)
+    assert len(compare.load_masks(*paths)) == 2  # armgate's own reading
+    _held_loads(monkeypatch)
+    assert [array.shape for array in compare_speed.load_both(paths)] == [(4, 4, 4)] * 2
+    _held_loads(monkeypatch)
+    with pytest.raises(threading.BrokenBarrierError):  # a one-after-the-other baseline fails this test
+        [np.asanyarray(nibabel.load(path).dataobj) for path in paths]
 
 
 def test_the_equality_check_fails_when_the_spacing_differs(
