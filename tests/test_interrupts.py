@@ -34,12 +34,28 @@ def test_an_ignored_sigint_is_taken_over_too() -> None:
 
 
 def test_a_cleanup_is_not_cut_short_by_a_second_ctrl_c() -> None:
+    """Whatever handlers the process started with (a background job of a script starts with SIGINT
+    ignored, a terminal's with Python's default), they are the ones back after the block."""
+    before = {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS}
     with interrupts.ignored():
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
         signal.sigtimedwait([], 0.1)
         finished = True
-    assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert finished
+    assert {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS} == before
+
+
+@pytest.mark.parametrize("found", [signal.SIG_IGN, signal.default_int_handler], ids=["ignored", "default"])
+def test_ignored_restores_the_sigint_handler_it_found(found: object) -> None:
+    """Both starts the suite meets, set here rather than inherited, so each is tested in either."""
+    previous = signal.signal(signal.SIGINT, found)
+    try:
+        with interrupts.ignored():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is found
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_handler_set_outside_python_is_restored_as_the_default() -> None:
