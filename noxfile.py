@@ -95,6 +95,13 @@ def merge(session: nox.Session) -> None:
     session.run("python", "-m", "validation", "merge", *session.posargs)
 
 
+@nox.session(default=False)
+def golden(session: nox.Session) -> None:
+    """Write a case's golden label map from the app's SEG or mask on this host (the reference platform)."""
+    install_groups(session, "harness", app=True)
+    session.run("python", "-m", "validation", "golden", *session.posargs, env=QUIET_WARNINGS)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run armgate's own test suite (builds and gates the default image; Docker required in CI)."""

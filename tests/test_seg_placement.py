@@ -6,6 +6,7 @@ their goldens, which the app wrote on each series' grid.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -63,10 +64,23 @@ def _shift_one_slice(dataset: Dataset) -> None:
         position[2] = float(position[2]) + 2.0  # the series' slice spacing
 
 
-def test_a_seg_shifted_by_one_slice_is_placed_shifted_and_fails_the_comparison(
-    tmp_path: Path, series
-) -> None:
+def test_a_seg_shifted_by_one_slice_names_the_frames_off_their_source_images(tmp_path: Path, series) -> None:
     placed = _placed(tmp_path, series, label_map(), ["liver", "right kidney"], _shift_one_slice)
+    assert placed.labels is None and len(placed.problems) == 1
+    expected = r"\d+ of \d+ frames lie away from the image they derive from "
+    expected += r"\(frame 1: 2\.00 mm from instance [\d.]+\)"
+    assert re.fullmatch(expected, placed.problems[0]), placed.problems
+
+
+def _shift_one_slice_unreferenced(dataset: Dataset) -> None:
+    """Shifted, and without the per-frame source references that would give the shift away."""
+    _shift_one_slice(dataset)
+    for frame in dataset.PerFrameFunctionalGroupsSequence:
+        del frame.DerivationImageSequence
+
+
+def test_a_shifted_seg_without_source_references_fails_the_comparison(tmp_path: Path, series) -> None:
+    placed = _placed(tmp_path, series, label_map(), ["liver", "right kidney"], _shift_one_slice_unreferenced)
     assert placed.problems == ()  # every pixel still lies on a voxel: only the comparison can tell
     expected = label_map().transpose(2, 1, 0)
     reference = compare.LabelMask("golden", expected, placed.grid.affine)
@@ -83,8 +97,9 @@ def test_a_seg_shifted_off_the_series_names_the_pixels(tmp_path: Path, series) -
 
     placed = _placed(tmp_path, series, label_map(), ["liver", "right kidney"], half_a_voxel)
     assert placed.labels is None and not placed.outcome().passed
-    (problem,) = placed.problems
-    assert problem.startswith(f"{int((label_map() > 0).sum())} segment pixels fall outside or between")
+    moved, off_grid = placed.problems
+    assert moved.endswith(" mm from instance " + moved.rsplit(" ", 1)[-1]) and "0.40 mm" in moved
+    assert off_grid.startswith(f"{int((label_map() > 0).sum())} segment pixels fall outside or between")
 
 
 def test_a_segment_label_the_contract_does_not_declare_is_named(tmp_path: Path, series) -> None:

@@ -28,6 +28,7 @@ LOADS = {
     "build": ("validation",),
     "merge": ("validation",),
     "acceptance": ("validation", "app:"),
+    "golden": ("validation", "app:"),
     "fixtures": ("validation", "fixtures", "app:"),
     "bench": ("validation", "bench", "fixtures", "app:"),
 }

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "compare": "validation.compare_cli",
     "acceptance": "validation.gate",
     "merge": "validation.merge",
+    "golden": "validation.golden",
 }
 
 

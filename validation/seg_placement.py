@@ -3,8 +3,9 @@
 Each frame's pixels are put in patient space by the frame's own position, orientation and spacing, then on
 the grid (validation/dicom_grid.py); each segment takes the contract's label value of its name (matched as
 the SEG checks match them: case, spaces and underscores aside). The map is only made when it is exact:
-a segment whose name the contract does not declare, a pixel between or outside the grid's voxels, or two
-segments claiming one voxel is a problem named in one line, and no label map is compared.
+a segment whose name the contract does not declare, a pixel between or outside the grid's voxels, two
+segments claiming one voxel, or a frame lying away from the source image it says it derives from (a SEG
+moved after it was made) is a problem named in one line, and no label map is compared.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 from pydicom import Dataset
 
 from validation.compare import CheckOutcome
-from validation.dicom_grid import SeriesGrid
+from validation.dicom_grid import LPS_TO_RAS, SeriesGrid
 
 ON_GRID_VOXELS = 0.05  # a pixel this close to a voxel centre (in voxels, per axis) lies on it
+FRAME_ATOL_MM = 0.01  # a frame this close to the image it derives from lies on it (DS values keep ~1e-6)
 
 
 def normalised(name: str) -> str:
@@ -73,6 +75,41 @@ def segment_voxels(
     return by_segment, int((~on_grid).sum())
 
 
+def _frame_sources(seg: Dataset) -> list[str | None]:
+    """Per frame, the source image it says it derives from (DerivationImageSequence), if it says."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    sources: list[str | None] = []
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        derivation = getattr(frame, "DerivationImageSequence", None) or getattr(
+            shared, "DerivationImageSequence", None
+        )
+        images = getattr(derivation[0], "SourceImageSequence", None) if derivation else None
+        sources.append(str(images[0].ReferencedSOPInstanceUID) if images else None)
+    return sources
+
+
+def frames_off_their_source(seg: Dataset, grid: SeriesGrid) -> str:
+    """Frames that lie away from the image of `grid` they say they derive from: a SEG moved (by a slice,
+    say) after it was made. Empty when every frame that names a source of the grid lies on it."""
+    _, positions, _, _ = _frame_geometry(seg)
+    slice_of = {uid: k for k, uid in enumerate(grid.slice_instances)}
+    moved = []
+    for number, (source, position) in enumerate(zip(_frame_sources(seg), positions, strict=True), 1):
+        if source not in slice_of:
+            continue
+        expected = (LPS_TO_RAS @ grid.affine @ np.array([0.0, 0.0, slice_of[source], 1.0]))[:3]
+        distance = float(np.linalg.norm(position - expected))
+        if distance > FRAME_ATOL_MM:
+            moved.append((number, distance, source))
+    if not moved:
+        return ""
+    number, distance, source = moved[0]
+    return (
+        f"{len(moved)} of {len(positions)} frames lie away from the image they derive from "
+        f"(frame {number}: {distance:.2f} mm from instance {source})"
+    )
+
+
 @dataclass(frozen=True)
 class PlacedSeg:
     """The SEG on one series' grid: the label map, or the problems that keep it from being one."""
@@ -83,7 +120,8 @@ class PlacedSeg:
     pixels: int  # set pixels in the SEG, all segments
 
     def outcome(self) -> CheckOutcome:
-        """`seg-grid`: every segment pixel lies on a voxel of the series, under a declared label, once."""
+        """`seg-grid`: every frame on its source image, every segment pixel on a voxel of the series, under
+        a declared label, once."""
         reason = "; ".join(self.problems) or (
             f"all {self.pixels} segment pixels lie on voxels of {self.grid.label}"
         )
@@ -103,7 +141,7 @@ def place(seg: Dataset, grid: SeriesGrid, names: Mapping[int, str]) -> PlacedSeg
     """The SEG's segments as one label map on `grid`, valued by the contract's `names`."""
     value_of = {normalised(name): value for value, name in names.items()}
     voxels, off_grid = segment_voxels(seg, grid.affine, grid.shape)
-    problems = []
+    problems = [moved] if (moved := frames_off_their_source(seg, grid)) else []
     if off_grid:
         problems.append(f"{off_grid} segment pixels fall outside or between the voxels of {grid.label}")
     flat = np.zeros(int(np.prod(grid.shape)), dtype=np.uint16)
