@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from validation import app_lock, contract, lock, profiles, requirements_file
+from validation import app_lock, build, contract, lock, profiles, requirements_file
 from validation.errors import GateError
 
 SPLEEN = profiles.ROOT / "fixtures" / "spleen"
@@ -253,3 +253,72 @@ def test_a_hand_made_lock_is_not_taken_for_an_app_lock(tmp_path: Path) -> None:
     shutil.copy(profiles.load().lock_path, tmp_path / "locks" / "bookworm-aarch64.txt")
     with pytest.raises(GateError, match=r"not an app lock of `nox -s lock -- --app` .* run `nox -s lock"):
         app_lock.require_fresh(profiles.load(), contract.load(path))
+
+
+# --- the build plan
+
+
+def _build_args(args: list[str]) -> dict[str, str]:
+    pairs = [args[i + 1] for i, arg in enumerate(args) if arg == "--build-arg"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _contexts(args: list[str]) -> dict[str, str]:
+    pairs = [args[i + 1] for i, arg in enumerate(args) if arg == "--build-context"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _plan(profile: profiles.Profile, app: contract.AppContract, scratch: Path, app_lock_path: Path | None):
+    context = build.stage_context(app, scratch)
+    if app_lock_path is not None:
+        build.stage_app_requirements(profile, app_lock_path, context)
+    labels = {"l": "v"}
+    return build.buildx_args(
+        profile, app, "base", scratch / "wheels", ["t"], labels, scratch / "iid", context, app_lock_path
+    )
+
+
+def test_the_build_installs_the_apps_lock_over_the_profiles(locked_app: Path, tmp_path: Path) -> None:
+    """The profile's lock still fills the shared package layer; the app's step gets the app's lock and
+    only the wheels it adds (here tabulate's), staged beside the context."""
+    profile, app = profiles.load(), contract.load(locked_app)
+    app_lock_path = app_lock.require_fresh(profile, app)
+    args = _plan(profile, app, tmp_path, app_lock_path)
+    values, contexts = _build_args(args), _contexts(args)
+    assert values["LOCK_FILE"] == "bookworm-aarch64.txt" and contexts["locks"] == str(profiles.LOCKS_DIR)
+    assert values["APP_LOCK_FILE"] == "bookworm-aarch64.txt"
+    staged = tmp_path / build.APP_REQUIREMENTS
+    assert contexts["applock"] == str(staged / "lock") and contexts["appwheels"] == str(staged / "wheels")
+    assert (staged / "lock" / "bookworm-aarch64.txt").read_bytes() == app_lock_path.read_bytes()
+    wheels = sorted(path.name for path in (staged / "wheels").iterdir())
+    assert wheels == ["tabulate-0.9.0-py3-none-any.whl"], wheels
+    assert args[args.index("--network") + 1] == "none"
+
+
+def test_an_app_without_requirements_has_an_empty_app_step(tmp_path: Path) -> None:
+    profile, app = profiles.load(), contract.load(write_app(tmp_path / "app", None))
+    args = _plan(profile, app, tmp_path, None)
+    assert "APP_LOCK_FILE" not in _build_args(args)
+    for name in ("applock", "appwheels"):
+        folder = Path(_contexts(args)[name])
+        assert folder.is_dir() and not list(folder.iterdir())
+
+
+def test_the_build_refuses_a_missing_app_lock_before_any_step(tmp_path: Path) -> None:
+    """`nox -s build -- --app CONTRACT`: one line naming the lock command, exit 2, nothing built."""
+    path = write_app(tmp_path, f"{EXTRA}\n")
+    report = tmp_path / "build.json"
+    command = [sys.executable, "-m", "validation", "build", "--app", str(path), "--report", str(report)]
+    result = subprocess.run(command, cwd=profiles.ROOT, capture_output=True, text=True, check=False)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].endswith(f"is missing; run `nox -s lock -- --app {path} --profile bookworm`")
+    assert not report.exists()
+
+
+def test_the_dockerfile_installs_the_apps_lock_after_the_profiles_and_before_the_app() -> None:
+    text = build.DOCKERFILE.read_text()
+    profile_step = text.index('-r "/locks/${LOCK_FILE}"')
+    app_step = text.index('-r "/locks/${APP_LOCK_FILE}"')
+    assert profile_step < app_step < text.index("COPY app/")
+    assert "--mount=type=bind,from=appwheels" in text and "--mount=type=bind,from=applock" in text

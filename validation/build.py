@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from validation import contract, engine, host, lock, profiles, progress, sbom
+from validation import app_lock, contract, engine, host, lock, profiles, progress, sbom
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -27,6 +27,9 @@ REPORTS = Path(os.environ.get("ARMGATE_REPORTS", ROOT / "reports"))
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 BASE_DOCKERFILE = ROOT / "container" / "base.Dockerfile"
 PULL_TIMEOUT_S = 60
+# Beside the build context: lock/ (the app's lock, when its contract names requirements) and wheels/ (what
+# that lock adds over the profile's), the two inputs of the app's own install step.
+APP_REQUIREMENTS = "app-requirements"
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,16 @@ def stage_context(app: contract.AppContract, scratch: Path) -> Path:
     shutil.copytree(app.source, context / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     entrypoint = json.dumps(list(app.entrypoint))
     (context / "Dockerfile").write_text(DOCKERFILE.read_text() + f"ENTRYPOINT {entrypoint}\n")
+    for part in ("lock", "wheels"):  # empty unless stage_app_requirements fills them
+        (scratch / APP_REQUIREMENTS / part).mkdir(parents=True, exist_ok=True)
     return context
+
+
+def stage_app_requirements(profile: profiles.Profile, app_lock_path: Path, context: Path) -> None:
+    """The app's lock and the wheels it adds over the profile's, for the app's install step."""
+    staged = context.parent / APP_REQUIREMENTS
+    shutil.copy(app_lock_path, staged / "lock" / app_lock_path.name)
+    app_lock.stage_wheels(profile, app_lock_path, staged / "wheels")
 
 
 def buildx_args(
@@ -222,8 +234,10 @@ def buildx_args(
     labels: dict[str, str],
     iidfile: Path,
     context: Path,
+    app_lock_path: Path | None = None,
 ) -> list[str]:
-    """The arguments of `docker buildx build` for the app image (a pure function: unit-tested)."""
+    """The arguments of `docker buildx build` for the app image (a pure function: unit-tested).
+    `app_lock_path`: the app's own lock (the contract names requirements), installed over the profile's."""
     build_args = {
         "BASE_IMAGE": base_reference,
         "APP_NAME": app.name,
@@ -241,6 +255,11 @@ def buildx_args(
     args = ["--platform", profile.platform, "--load", "--network", network]
     args += ["--file", str(context / "Dockerfile")]
     args += ["--build-context", f"wheels={wheels}", "--build-context", f"locks={profile.lock_path.parent}"]
+    staged = context.parent / APP_REQUIREMENTS
+    args += ["--build-context", f"applock={staged / 'lock'}"]
+    args += ["--build-context", f"appwheels={staged / 'wheels'}"]
+    if app_lock_path is not None:
+        build_args["APP_LOCK_FILE"] = app_lock_path.name
     for key, value in {**profile.base.build_args, **build_args}.items():
         args += ["--build-arg", f"{key}={value}"]
     for key, value in labels.items():
@@ -256,9 +275,13 @@ def build(
     report: Path | None = None,
     app: contract.AppContract | None = None,
     no_cache: bool = False,
+    app_locks: Path | None = None,
 ) -> BuildRecord:
     app = app or contract.load()
-    locked = lock.parse_lock(profile.lock_path) if profile.install == "wheelhouse" else []
+    # the app's own lock (fresh, or one line naming the command that makes it), else the profile's
+    app_lock_path = app_lock.require_fresh(profile, app, app_locks) if app.requirements else None
+    installed_lock = app_lock.installed_lock(profile, app, app_locks)
+    locked = lock.parse_lock(installed_lock) if installed_lock else []
     contract.check_floors(app, profile, {package.name: package.version for package in locked})
     require_engine()
     started = time.monotonic()
@@ -267,7 +290,7 @@ def build(
     else:
         base_reference = pull_base(profile)
     revision, created = git_revision()
-    lock_sha = lock.lock_hash(profile.lock_path) if profile.install == "wheelhouse" else None
+    lock_sha = lock.lock_hash(installed_lock) if installed_lock else None
     image = f"armgate/{app.name}:{profile.name}"
     tags = [image, f"{image}-{revision}", *extra_tags]
     labels = {
@@ -282,7 +305,11 @@ def build(
         wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
         iidfile = Path(scratch) / "iid"
         context = stage_context(app, Path(scratch))
-        args = buildx_args(profile, app, base_reference, wheels, tags, labels, iidfile, context)
+        if app_lock_path is not None:
+            stage_app_requirements(profile, app_lock_path, context)
+        args = buildx_args(
+            profile, app, base_reference, wheels, tags, labels, iidfile, context, app_lock_path
+        )
         _run_buildx(["--no-cache", *args] if no_cache else args, tags[0])
         image_id = iidfile.read_text().strip()
     facts = engine.require_image(image_id, f"{image}: the image just built is not on the engine")
@@ -293,9 +320,8 @@ def build(
         )
     prune_revision_tags(f"armgate/{app.name}", profile.name, f"{profile.name}-{revision}")
     report = report or REPORTS / "build.json"
-    lock_path = profile.lock_path if profile.install == "wheelhouse" else None
     sbom_path = sbom.write_sbom(
-        image, image_id, profile.platform, lock_path, report.with_name("sbom.cdx.json")
+        image, image_id, profile.platform, installed_lock, report.with_name("sbom.cdx.json")
     )
     record = BuildRecord(
         image=image,
@@ -325,8 +351,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--report", type=Path, help="where to write build.json (default reports/build.json)")
     parser.add_argument("--app", type=Path, default=contract.DEFAULT_CONTRACT, help="app contract (TOML)")
     parser.add_argument("--no-cache", action="store_true", help="rebuild every layer above the base image")
+    parser.add_argument("--locks", type=Path, help="folder of the app's locks (default: locks/ by it)")
     args = parser.parse_args(argv)
-    record = build(profiles.load(args.profile), args.tag, args.report, contract.load(args.app), args.no_cache)
+    profile, app = profiles.load(args.profile), contract.load(args.app)
+    record = build(profile, args.tag, args.report, app, args.no_cache, args.locks)
     print(
         f"built {record.image} ({record.image_id[:19]}) {record.platform}, "
         f"{record.size_bytes / 1e9:.2f} GB in {record.seconds:.0f} s"

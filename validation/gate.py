@@ -139,6 +139,7 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
     parser.add_argument(
         "--shard", metavar="K/N", help="gate shard K of N of the cases; image checks on shard 1 (PARTIAL)"
     )
+    parser.add_argument("--locks", type=Path, help="folder of the app's locks (default: locks/ by it)")
     args = parser.parse_args(argv)
     spec = shard.parse_spec(args.shard) if args.shard is not None else None
     profile, app = profiles.load(args.profile), contract.load(args.app)
@@ -159,6 +160,7 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
         jobs=max(1, args.jobs),
         no_host=args.no_host,
         shard=shard_plan,
+        app_locks=args.locks,
     )
     options = [f"-k {args.keyword}"] if args.keyword else []
     options += ["--no-host"] if args.no_host else []

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from validation import progress, verdict
+from validation import app_lock, progress, verdict
 from validation.metrics import families_for
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class GatePlugin:
         elif "case" in metafunc.fixturenames:
             metafunc.parametrize("case", [case.name for case in config.cases])
         if "pin" in metafunc.fixturenames:
-            metafunc.parametrize("pin", sorted(config.profile.pins))
+            metafunc.parametrize("pin", sorted(app_lock.pins_to_check(config.profile, config.app)))
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """--no-host leaves out the checks marked host_run, by marker, never by a name's substring.

@@ -42,6 +42,7 @@ class GateConfig:
     jobs: int = 2
     no_host: bool = False
     shard: shard.ShardPlan | None = None  # --shard K/N: `cases` is this shard's share of the set
+    app_locks: Path | None = None  # --locks: the folder of the app's locks (default: locks/ by its contract)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from packaging.utils import canonicalize_name
 
-from validation import engine, image_files, lock
+from validation import app_lock, engine, image_files, lock
 from validation.plugin import PIN_PROPERTY
 
 SECRET_WORDS = ("proxy", "password", "passwd=", "token", "secret", "credential", "_auth")
@@ -81,13 +81,15 @@ def installed(files: image_files.ImageFiles, interpreter: dict) -> dict[str, str
 
 
 def test_pin(gate, installed, request: pytest.FixtureRequest, pin: str) -> None:
-    spec = gate.config.profile.pins[pin]
-    found = installed.get(canonicalize_name(pin))
+    expected = app_lock.pins_to_check(gate.config.profile, gate.config.app)[pin]  # a profile's or the app's
+    spec = expected.specifier
+    found = installed.get(canonicalize_name(expected.package))
     # the report's pin table comes from this record (the gate collects it), not from the check's state
     record = {"name": pin, "expected": str(spec), "found": found, "passed": found in spec if found else False}
     request.node.user_properties.append((PIN_PROPERTY, record))
-    assert found is not None, f"{pin} is not installed; the profile pins {spec}"
-    assert found in spec, f"{pin} {found} is installed; the profile {gate.config.profile.name} pins {spec}"
+    wanted = f"{expected.source} {expected.package}{spec}"  # "the profile bookworm pins torch==2.10.0"
+    assert found is not None, f"{expected.package} is not installed; {wanted}"
+    assert found in spec, f"{expected.package} {found} is installed; {wanted}"
 
 
 def test_pip_check(gate, image_host) -> None:
@@ -158,10 +160,11 @@ def test_oci_labels(gate) -> None:
         assert labels.get(key), f"label {key} missing"
     profile = gate.config.profile
     assert labels["org.armgate.profile"] == profile.name, f"built for profile {labels['org.armgate.profile']}"
-    if profile.install == "wheelhouse":
-        assert labels["org.armgate.lock-sha256"] == lock.lock_hash(profile.lock_path), (
-            "image built from another lock"
-        )
+    installed_lock = app_lock.installed_lock(profile, gate.config.app, gate.config.app_locks)
+    if installed_lock is not None:  # the app's own lock when its contract names requirements
+        expected = lock.lock_hash(installed_lock) if installed_lock.is_file() else "(the lock is missing)"
+        found = labels["org.armgate.lock-sha256"]
+        assert found == expected, f"image built from another lock than {installed_lock}"
 
 
 def test_supports_locked_down_runs(gate) -> None:
