@@ -46,15 +46,30 @@ def torch_index_args(session: nox.Session) -> list[str]:
 
 
 def app_host_requirements(posargs: list[str]) -> list[str]:
-    """The reference run's requirements, from the app contract (--app FILE, else container/app.toml)."""
+    """The reference run's requirements, from the app contract (--app FILE, else container/app.toml): its
+    [host] requirements and, when it names one, the app's own requirements file (as the image)."""
     contract = Path(posargs[posargs.index("--app") + 1]) if "--app" in posargs[:-1] else DEFAULT_CONTRACT
-    return list(tomllib.loads(contract.read_text())["host"]["requirements"])
+    data = tomllib.loads(contract.read_text())
+    own = data.get("app", {}).get("requirements")
+    return [*data["host"]["requirements"], *([f"--requirement={contract.parent / own}"] if own else [])]
 
 
-def install_groups(session: nox.Session, *groups: str, app: bool = False) -> None:
-    """The dependency groups, and with app=True the app contract's host requirements."""
+# The other apps whose host runs the test suite makes in its own environment (one SDK generation: an app
+# of another generation needs an environment of its own).
+SUITE_HOST_CONTRACTS = (Path("fixtures/spleen/app.toml"), Path("fixtures/bundle/app.toml"))
+
+
+def fixture_apps_host_requirements() -> list[str]:
+    """The host requirements of SUITE_HOST_CONTRACTS, e.g. the bundle app's connected-components-3d."""
+    tables = [tomllib.loads(path.read_text())["host"] for path in SUITE_HOST_CONTRACTS]
+    return [req for table in tables for req in table["requirements"]]
+
+
+def install_groups(session: nox.Session, *groups: str, app: bool = False, extra: list[str] = ()) -> None:
+    """The dependency groups, with app=True the app contract's host requirements, and `extra`."""
     requirements = [req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)]
     requirements += app_host_requirements(session.posargs) if app else []
+    requirements += list(extra)
     torch = [req for req in requirements if re.match(r"torch\b(?![-_.\w])", req)]
     if torch:  # first, on its own, so only torch (and its few dependencies) may come from the CPU index
         session.install(*torch, *torch_index_args(session))
@@ -105,7 +120,7 @@ def golden(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run armgate's own test suite (builds and gates the default image; Docker required in CI)."""
-    install_groups(session, "test", app=True)
+    install_groups(session, "test", app=True, extra=fixture_apps_host_requirements())
     session.run("pytest", *session.posargs)
 
 

@@ -52,6 +52,7 @@ def host_conv_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_archive_facts_name_format_and_writer(host_conv_model: Path) -> None:
     facts = model_check.archive_facts(host_conv_model)
     with zipfile.ZipFile(host_conv_model) as archive:
@@ -67,6 +68,7 @@ def test_a_file_that_is_no_archive_is_named(tmp_path: Path) -> None:
         model_check.archive_facts(bogus)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("output", "exit_code", "expected"),
     [
@@ -98,6 +100,7 @@ def test_verdict_is_one_line_naming_archive_and_torch(
     assert re.search(expected, check.line), check.line
 
 
+@pytest.mark.slow
 def test_only_a_pass_is_remembered(
     host_conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,6 +122,7 @@ def test_only_a_pass_is_remembered(
     assert model_check.require_usable_model("img", host_conv_model, APP) is None
 
 
+@pytest.mark.slow
 def test_a_timed_check_is_remembered_for_the_gates_after_it(
     host_conv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,6 +232,7 @@ def _probe_on_host(model: Path, app: contract.AppContract) -> model_check.ModelC
     return model_check._verdict(model, facts, done.stdout, done.returncode, 1.0, shape, bundle, str(model))
 
 
+@pytest.mark.slow
 def test_a_bundle_is_recognised_by_its_metadata(host_conv_model: Path) -> None:
     facts = bundle_model.bundle_facts(BUNDLE_MODEL)
     assert facts is not None and facts.root == "model" and facts.output_channels == 3
@@ -247,6 +252,7 @@ def test_only_an_app_importing_the_sdk_bundle_operator_needs_it(tmp_path: Path) 
     assert bundle_model.uses_sdk_bundle_operator(tmp_path)
 
 
+@pytest.mark.slow  # the probe runs torch and the SDK on the host
 def test_the_bundle_apps_model_is_read_by_the_sdk_operator() -> None:
     """The fixture Bundle carries its metadata under `_meta_` in inference.json too: SDK 0.5.1 reads it
     on MONAI 1.6.1, and the check says so."""
@@ -255,6 +261,8 @@ def test_the_bundle_apps_model_is_read_by_the_sdk_operator() -> None:
     assert check.output_shape == (1, 3, 64, 64, 64) and "SDK bundle operator reads its configs" in check.line
 
 
+@pytest.mark.slow
+@pytest.mark.slow  # the probe runs torch and the SDK on the host
 def test_a_normally_exported_bundle_is_refused_naming_the_key_rename(normal_bundle: Path) -> None:
     with zipfile.ZipFile(normal_bundle) as archive:
         keys = json.loads(archive.read("model/extra/metadata.json"))
@@ -268,6 +276,7 @@ def test_a_normally_exported_bundle_is_refused_naming_the_key_rename(normal_bund
     assert _probe_on_host(normal_bundle, APP).ok
 
 
+@pytest.mark.slow  # the probe runs torch and the SDK on the host
 def test_a_bundle_whose_root_is_not_the_file_stem_is_refused(tmp_path: Path) -> None:
     renamed = tmp_path / "spleen_liver.ts"
     renamed.write_bytes(BUNDLE_MODEL.read_bytes())  # root folder still "model"
