@@ -34,15 +34,15 @@ from validation import (
     verdict,
 )
 from validation.errors import GateError
+from validation.evidence import Evidence
 from validation.plugin import GatePlugin
 from validation.session import GateConfig, GateSession
 
 CHECKS_DIR = Path(__file__).with_name("checks")
 
 
-def case_result(session: GateSession, case: cases.Case) -> results.CaseResult:
+def case_result(session: GateSession, evidence: Evidence, case: cases.Case) -> results.CaseResult:
     """One case as the report shows it: its runs, its label map, comparisons and SEG checks."""
-    evidence = session.evidence
     container, host = (session.finished((case.name, where)) for where in ("container", "host"))
     comparisons = {kind: c for (name, kind), c in evidence.comparisons.items() if name == case.name}
     seg_checks = evidence.seg_checks.get(case.name)
@@ -201,6 +201,7 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
         config.image, config.model, config.app, config.profile.platform, session.labels
     )
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
+    evidence = Evidence(session)
     args = [
         str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--capture=sys", "--no-header", "-rN", "--tb=line",
         f"--junitxml={config.reports / 'junit.xml'}", "-o", "junit_family=xunit2",
@@ -208,7 +209,7 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     ]  # fmt: skip
     try:
         with progress.step("checks", total=0, unit="checks") as checks:
-            exit_code = int(pytest.main(args, plugins=[GatePlugin(session, checks)]))
+            exit_code = int(pytest.main(args, plugins=[GatePlugin(session, evidence, checks)]))
     except KeyboardInterrupt:
         session.interrupted = True
         exit_code = int(pytest.ExitCode.INTERRUPTED)
@@ -220,7 +221,7 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     interrupted = session.interrupted
     scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)), scope.shard)
     outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
-    case_results = [case_result(session, case) for case in config.cases]
+    case_results = [case_result(session, evidence, case) for case in config.cases]
     recorded = metrics(session, started, time.monotonic() - clock, outcome, scope, case_results)
     (config.reports / "metrics.json").write_text(json.dumps(recorded, indent=2, default=str) + "\n")
     junit_extra = shard.junit_properties(recorded)

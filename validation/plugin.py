@@ -11,6 +11,7 @@ from validation import app_lock, progress, verdict
 from validation.metrics import families_for
 
 if TYPE_CHECKING:
+    from validation.evidence import Evidence
     from validation.session import GateSession
 
 # marker -> the contract's output kind a check reads: not collected for an app that does not write it
@@ -18,18 +19,20 @@ OUTPUT_MARKERS = {"seg_output": "seg", "stl_output": "stl"}
 
 PIN_PROPERTY = "armgate.pin"  # test_pin's record of expected and found versions (a user property)
 GATE_SESSION = pytest.StashKey["GateSession"]()
+GATE_EVIDENCE = pytest.StashKey["Evidence"]()
 
 
 class GatePlugin:
     """Registered with pytest.main: the session (for the `gate` fixture) and parametrization."""
 
-    def __init__(self, session: GateSession, checks: progress.Step) -> None:
-        self.session = session
+    def __init__(self, session: GateSession, evidence: Evidence, checks: progress.Step) -> None:
+        self.session, self.evidence = session, evidence
         self.checks = checks  # "k/n checks" on a terminal; one line with the time elsewhere
         self.case_of: dict[str, str | None] = {}
 
     def pytest_configure(self, config: pytest.Config) -> None:
         config.stash[GATE_SESSION] = self.session
+        config.stash[GATE_EVIDENCE] = self.evidence
         config.addinivalue_line(
             "markers", "host_run: needs the app's run on the host (--no-host leaves it out)"
         )

@@ -18,16 +18,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import pytest
 
 from validation import cases, contract, cores, engine, profiles, progress, run, shard
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
-
-if TYPE_CHECKING:
-    from validation.evidence import Evidence
 
 
 @dataclass
@@ -62,12 +59,6 @@ class GateSession:
     _image_facts: engine.ImageFacts | None = None
     _progress: dict[str, progress.Step] = field(default_factory=dict)  # "container"/"host" runs
     out: TextIO = field(default_factory=lambda: sys.stdout)  # the terminal, from before pytest captures
-    evidence: Evidence = field(init=False)  # what the runs wrote, read and compared once per case
-
-    def __post_init__(self) -> None:
-        from validation.evidence import Evidence
-
-        self.evidence = Evidence(self)
 
     @property
     def image_facts(self) -> engine.ImageFacts:

@@ -7,13 +7,20 @@ from collections.abc import Iterator
 import pytest
 import testinfra
 
-from validation.plugin import GATE_SESSION
+from validation.evidence import Evidence
+from validation.plugin import GATE_EVIDENCE, GATE_SESSION
 from validation.session import GateSession
 
 
 @pytest.fixture(scope="session")
 def gate(pytestconfig: pytest.Config) -> GateSession:
     return pytestconfig.stash[GATE_SESSION]
+
+
+@pytest.fixture(scope="session")
+def evidence(pytestconfig: pytest.Config) -> Evidence:
+    """What the case runs wrote, read and compared once (validation/evidence.py)."""
+    return pytestconfig.stash[GATE_EVIDENCE]
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from validation.metrics import FAMILIES
 from validation.verdict import NOT_EVALUATED
 
 
-def _family_failures(gate, case: str, kind: str, family: str) -> tuple[list, list[str]]:
-    comparison = gate.evidence.comparison(case, kind)
+def _family_failures(evidence, case: str, kind: str, family: str) -> tuple[list, list[str]]:
+    comparison = evidence.comparison(case, kind)
     if family != "geometry":
         geometry = next(o for o in comparison.outcomes if o.name == "geometry")
         if not geometry.passed:
@@ -29,41 +29,41 @@ def test_container_run(gate, case: str) -> None:
     assert result.ok, result.failure()
 
 
-def test_outputs(gate, case: str) -> None:
+def test_outputs(evidence, case: str) -> None:
     """Every output the contract declares, found by its pattern: exactly one file each."""
-    problems = gate.evidence.found(case).problems
+    problems = evidence.found(case).problems
     assert not problems, "; ".join(problems)
 
 
 @pytest.mark.expects_series
-def test_series(gate, case: str) -> None:
+def test_series(evidence, case: str) -> None:
     """The app used the series the case names (input.expected_series_instance_uid), not another of the
     study: its mask lies on that series' grid and its SEG references it."""
-    problem = gate.evidence.series_problem(case)
+    problem = evidence.series_problem(case)
     assert not problem, problem
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("kind", ["golden", "ground_truth"])
-def test_mask(gate, case: str, kind: str, family: str) -> None:
-    outcomes, failures = _family_failures(gate, case, kind, family)
+def test_mask(evidence, case: str, kind: str, family: str) -> None:
+    outcomes, failures = _family_failures(evidence, case, kind, family)
     if family not in ("geometry", "labels"):
-        if not gate.evidence.comparison(case, kind).result.per_label:
+        if not evidence.comparison(case, kind).result.per_label:
             pytest.skip(f"{NOT_EVALUATED}no label in either mask (see the {kind} labels check)")
         assert outcomes, f"no {family} check: no tolerance for it in the case or the defaults"
     assert not failures, "; ".join(failures)
 
 
 @pytest.mark.seg_output
-def test_dicom_seg(gate, case: str) -> None:
-    failures = [f"{o.name}: {o.reason}" for o in gate.evidence.seg_outcomes(case) if not o.passed]
+def test_dicom_seg(evidence, case: str) -> None:
+    failures = [f"{o.name}: {o.reason}" for o in evidence.seg_outcomes(case) if not o.passed]
     assert not failures, "; ".join(failures)
 
 
 @pytest.mark.stl_output
-def test_stl(gate, case: str) -> None:
+def test_stl(evidence, case: str) -> None:
     """The STL mesh parses and lies inside the series' patient-space box."""
-    problem = gate.evidence.stl_problem(case)
+    problem = evidence.stl_problem(case)
     assert not problem, problem
 
 
@@ -76,7 +76,7 @@ def test_host_run(gate, case: str) -> None:
 
 @pytest.mark.host_run
 @pytest.mark.host_families
-def test_host_agreement(gate, case: str, family: str) -> None:
+def test_host_agreement(evidence, case: str, family: str) -> None:
     """The same app on the host and in the arm64 image agree, on every metric the case's [host] bounds."""
-    _, failures = _family_failures(gate, case, "host", family)
+    _, failures = _family_failures(evidence, case, "host", family)
     assert not failures, "; ".join(failures)
