@@ -8,7 +8,6 @@ leave the fixtures byte-identical.
 from __future__ import annotations
 
 import json
-import platform
 import re
 import shutil
 import signal
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import GateRun, fixture_digest, run_gate
+from tests.test_image_files import elf
 from validation import cases, contract, profiles, run
 from validation.build import BuildRecord
 
@@ -236,6 +236,7 @@ def test_ctrl_c_ends_a_gate_started_with_sigint_ignored(built_image: BuildRecord
     assert run.leftover_containers(f"org.armgate.gate-pid={gate_process.pid}") == []
 
 
+X86_64 = 62  # ELF e_machine of the foreign binary the broken image holds
 BROKEN_IMAGE_DOCKERFILE = """\
 FROM {image}
 USER root
@@ -271,7 +272,7 @@ def broken_image(built_image: BuildRecord, tmp_path: Path):
     (context / "broken-1.0.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: broken\nVersion: 1.0\nRequires-Dist: nonexistent-package\n"
     )
-    shutil.copy("/bin/true", context / "x86-binary")  # the host's own (x86_64 on CI) executable
+    (context / "x86-binary").write_bytes(elf(X86_64))  # foreign on every host, an ARM one included
     (context / "Dockerfile").write_text(BROKEN_IMAGE_DOCKERFILE.format(image=built_image.image))
     tag = f"armgate/broken:{tmp_path.name[-20:].lower()}"
     command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none"]
@@ -283,8 +284,6 @@ def broken_image(built_image: BuildRecord, tmp_path: Path):
 
 def test_every_image_check_fails_on_a_broken_image(broken_image: str, tmp_path: Path) -> None:
     expected = dict(BROKEN_IMAGE_FAILURES)
-    if platform.machine() in ("aarch64", "arm64"):
-        del expected["test_every_elf_file_is_aarch64"]  # the host's /bin/true is not foreign there
     text = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
     profile = tmp_path / "bookworm.toml"
     profile.write_text(text.replace('python = "3.11"', 'python = "3.12"'))
@@ -299,9 +298,8 @@ def test_every_image_check_fails_on_a_broken_image(broken_image: str, tmp_path: 
         assert reason in failed[check], (check, failed[check])
         assert check in result.stdout
     assert "app_config.py" in failed["test_app_files_match_the_source"]
-    if "test_every_elf_file_is_aarch64" in expected:  # the stdlib and a symlink's target are audited too
-        for path in ("/usr/lib/python3.11/x86-stdlib-binary", "/usr/local/share/x86-target"):
-            assert path in failed["test_every_elf_file_is_aarch64"], failed["test_every_elf_file_is_aarch64"]
+    for path in ("/usr/lib/python3.11/x86-stdlib-binary", "/usr/local/share/x86-target"):  # stdlib, symlink
+        assert path in failed["test_every_elf_file_is_aarch64"], failed["test_every_elf_file_is_aarch64"]
 
 
 def test_pip_check_fails_when_pip_is_missing(built_image: BuildRecord, tmp_path: Path) -> None:
