@@ -172,6 +172,7 @@ def test_a_requirement_that_contradicts_a_profile_pin_fails_the_lock_naming_both
     profile = profiles.load()
     assert lines[0].startswith(f"armgate: {tmp_path / 'requirements.txt'}: line 2 requires monai<=1.5.0")
     assert f"conflicts with monai==1.6.1 of {profile.path} (pins.monai)" in lines[0]
+    assert "uv:" not in lines[0]  # told from the pins alone, before the resolver runs
     assert not (tmp_path / "locks").exists()
 
 
