@@ -10,9 +10,9 @@ import pytest
 from validation import verdict
 from validation.verdict import Scope
 
-PASSED = {"name": "test_container_run[standard]", "passed": True, "skipped": False}
-FAILED = {"name": "test_mask[standard-golden-dice]", "passed": False, "skipped": False}
-NOT_EVALUATED = {"name": "test_outputs[standard]", "passed": False, "skipped": True}
+PASSED = verdict.Check("test_container_run[standard]", "standard", True, False, "")
+FAILED = verdict.Check("test_mask[standard-golden-dice]", "standard", False, False, "dice 0.5 below 0.999")
+NOT_EVALUATED = verdict.Check("test_outputs[standard]", "standard", False, True, "not evaluated: ...")
 LEFT_OUT = Scope(["--no-host"], ["test_host_run[standard]"])
 
 

@@ -1,9 +1,10 @@
 """`nox -s acceptance`: the release gate. Exit 0 only when every check on the image and every case passed.
 
-The checks are a pytest suite (validation/checks/) so each one is a junit test case; this module
-gives that suite its configuration and its expensive, shared work (the inspection container, one
-container run and one host run per case, each comparison) through a plugin object, and turns the
-results into reports/acceptance/{junit.xml,metrics.json,report.html}.
+The checks are a pytest suite (validation/checks/) so each one is a junit test case. This module reads the
+command line, holds the image for the run, runs the model check, starts pytest with the plugin
+(validation/plugin.py) that hands the checks the run's session (validation/session.py: the runs) and
+evidence (validation/evidence.py: what they wrote, compared), then turns the typed results into
+reports/acceptance/{junit.xml,metrics.json,report.html}.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -50,59 +50,70 @@ def case_result(session: GateSession, evidence: Evidence, case: cases.Case) -> r
         case.name,
         str(case.dicom_dir),
         evidence.label_map_file(case.name) if container else None,
-        results.RunSummary.from_dict(_run_dict(container)),
-        results.RunSummary.from_dict(_run_dict(host)),
+        run_summary(container),
+        run_summary(host),
         comparisons,
         tuple(seg_checks) if seg_checks is not None else None,
     )
 
 
-def metrics(
+def gate_results(
     session: GateSession,
+    evidence: Evidence,
     started: datetime.datetime,
     seconds: float,
     outcome: verdict.Verdict,
     scope: verdict.Scope,
-    case_results: list[results.CaseResult],
-) -> dict[str, Any]:
+) -> results.GateResults:
+    """The whole run, typed: what the report draws and what metrics.json records (its to_dict)."""
     config, facts = session.config, session.inspected
-    return {
-        "verdict": outcome.name,
-        "counts": outcome.to_dict(),
-        "selection": {"options": scope.options, "deselected": scope.deselected, "shard": scope.shard},
-        "shard": config.shard.record(config.reports) if config.shard else None,
-        "started": started.isoformat(timespec="seconds"),
-        "app": {
-            "contract": str(config.app.path),
-            "name": config.app.name,
-            "outputs": dict(config.app.outputs),
-            "window_hu": list(config.app.window_hu),
-        },
-        "seconds": round(seconds, 1),
-        "image": {
-            "reference": config.image,
-            "id": facts.id if facts else None,
-            "profile": config.profile.name,
-            "platform": facts.platform if facts else None,
-            "size_bytes": facts.size if facts else None,
-            "labels": facts.labels if facts else {},
-            "pins": session.pins,
-        },
-        "checks": session.checks,
-        "cases": {case.name: case.to_dict() for case in case_results},
+    image = results.ImageSummary(
+        config.image,
+        facts.id if facts else None,
+        config.profile.name,
+        facts.platform if facts else None,
+        facts.size if facts else None,
+        dict(facts.labels) if facts else {},
+        tuple(session.pins),
+    )
+    app = {
+        "contract": str(config.app.path),
+        "name": config.app.name,
+        "outputs": dict(config.app.outputs),
+        "window_hu": list(config.app.window_hu),
     }
+    record = config.shard.record(config.reports) if config.shard else None
+    return results.GateResults(
+        verdict=outcome.name,
+        started=started.isoformat(timespec="seconds"),
+        seconds=round(seconds, 1),
+        image=image,
+        checks=tuple(session.checks),
+        cases=tuple(case_result(session, evidence, case) for case in config.cases),
+        options=tuple(scope.options),
+        deselected=tuple(scope.deselected),
+        shard=scope.shard,
+        shard_cases=tuple(record["cases"]) if record else (),
+        case_set=tuple(record["case_set"]["names"]) if record else (),
+        counts=outcome.to_dict(),
+        app=app,
+        shard_record=record,
+    )
 
 
-def _run_dict(result: run.RunResult | None) -> dict[str, Any] | None:
+def run_summary(result: run.RunResult | None) -> results.RunSummary | None:
+    """A run as the report and metrics.json keep it (its full log stays in <case>/<where>.log)."""
     if result is None:
         return None
-    data = asdict(result)
-    data["output_dir"] = str(result.output_dir)
-    data.pop("logs")
-    data["failure"] = result.failure()
-    data["log_tail"] = result.log_tail() if not result.ok else []
-    data["stage_seconds"] = result.stage_seconds  # where the run's time went, from the app's stage lines
-    return data
+    record = asdict(result)
+    record["output_dir"] = str(result.output_dir)
+    record.pop("logs")
+    failure, log_tail = result.failure(), result.log_tail() if not result.ok else []
+    record |= {"failure": failure, "log_tail": log_tail, "stage_seconds": result.stage_seconds}
+    return results.RunSummary(
+        result.where, result.exit_code, result.seconds, result.peak_memory_bytes, result.timed_out,
+        result.oom_killed, tuple(result.command), failure, tuple(log_tail), record,
+    )  # fmt: skip
 
 
 def resolve_image(image: str | None, profile: profiles.Profile, app: contract.AppContract) -> str:
@@ -221,13 +232,12 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     interrupted = session.interrupted
     scope = verdict.Scope(scope.options, list(dict.fromkeys(session.deselected)), scope.shard)
     outcome = verdict.decide(session.checks, scope, exit_code, interrupted)
-    case_results = [case_result(session, evidence, case) for case in config.cases]
-    recorded = metrics(session, started, time.monotonic() - clock, outcome, scope, case_results)
+    gated = gate_results(session, evidence, started, time.monotonic() - clock, outcome, scope)
+    recorded = gated.to_dict()
     (config.reports / "metrics.json").write_text(json.dumps(recorded, indent=2, default=str) + "\n")
     junit_extra = shard.junit_properties(recorded)
     verdict.add_junit_properties(config.reports / "junit.xml", outcome, scope, junit_extra)
-    gated = results.GateResults.from_dict(recorded, case_results)  # the cases with their overlays in memory
-    html = report.write_report(gated, config.reports)
+    html = report.write_report(gated, config.reports)  # the cases with their overlays in memory
     print(report.console_summary(gated))
     print(f"report: {html}")
     return outcome.exit_code

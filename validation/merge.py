@@ -151,7 +151,8 @@ def merge_metrics(shards: list[ShardReport], out: Path) -> tuple[dict[str, Any],
     broke = any(r.metrics.get("verdict") == "fail" and not (r.metrics.get("counts") or {}).get("failed")
                 for r in shards)  # fmt: skip
     interrupted = any(r.metrics.get("verdict") == "interrupted" for r in shards)
-    outcome = verdict.decide(checks, scope, 3 if broke else 0, interrupted)
+    typed = [verdict.Check.from_dict(check) for check in checks]
+    outcome = verdict.decide(typed, scope, 3 if broke else 0, interrupted)
     metrics = {
         "verdict": outcome.name,
         "counts": outcome.to_dict(),

@@ -9,6 +9,7 @@ import pytest
 
 from validation import app_lock, progress, verdict
 from validation.metrics import families_for
+from validation.results import Pin
 
 if TYPE_CHECKING:
     from validation.evidence import Evidence
@@ -102,13 +103,14 @@ class GatePlugin:
         elif report.outcome != "passed":
             crash = getattr(report.longrepr, "reprcrash", None)
             reason = crash.message if crash is not None else str(report.longrepr)[-500:]
-        record = {
-            "name": report.nodeid.split("::")[-1],
-            "group": self.case_of.get(report.nodeid) or "image",
-            "passed": report.outcome == "passed",
-            "skipped": report.outcome == "skipped",
-            "reason": reason.strip(),
-        }
-        self.session.checks.append(record | {"status": verdict.check_status(record)})
-        self.session.pins += [value for key, value in report.user_properties if key == PIN_PROPERTY]
-        self.checks.advance(detail=record["name"])
+        check = verdict.Check(
+            name=report.nodeid.split("::")[-1],
+            group=self.case_of.get(report.nodeid) or "image",
+            passed=report.outcome == "passed",
+            skipped=report.outcome == "skipped",
+            reason=reason.strip(),
+        )
+        self.session.checks.append(check)
+        pins = [Pin.from_dict(value) for key, value in report.user_properties if key == PIN_PROPERTY]
+        self.session.pins += pins
+        self.checks.advance(detail=check.name)

@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from validation.compare import CheckOutcome, ComparisonResult, LabelMetrics
+from validation.verdict import Check
+
+__all__ = [
+    "CaseResult", "Check", "Comparison", "GateResults", "ImageSummary", "OverlayPanel", "Pin", "RunSummary",
+]  # fmt: skip
 
 # comparison kind -> title; the report shows them in this order
 REFERENCE_TITLES = {"golden": "golden (host)", "ground_truth": "ground truth", "host": "host run"}
@@ -167,40 +172,27 @@ class CaseResult:
 
 
 @dataclass(frozen=True)
-class Check:
-    """One of the gate's checks (a junit test case) as the plugin recorded it."""
-
-    name: str
-    group: str  # "image" or the case's name
-    passed: bool
-    skipped: bool  # not evaluated: a run it depends on failed
-    reason: str
-
-    @property
-    def failed(self) -> bool:
-        return not self.passed and not self.skipped
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Check:
-        return cls(
-            str(data.get("name") or ""),
-            str(data.get("group") or ""),
-            bool(data.get("passed")),
-            bool(data.get("skipped")),
-            str(data.get("reason") or ""),
-        )
-
-
-@dataclass(frozen=True)
 class Pin:
+    """A pin test_pin checked: the profile's (or the app's) specifier and the version the image holds."""
+
     name: str
     expected: str
     found: str | None
     passed: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "expected": self.expected, "found": self.found, "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pin:
+        name, expected = str(data.get("name")), str(data.get("expected"))
+        return cls(name, expected, data.get("found"), bool(data.get("passed")))
+
 
 @dataclass(frozen=True)
 class ImageSummary:
+    """The gated image as the gate inspected it, with the pins its checks compared."""
+
     reference: str | None = None
     id: str | None = None
     profile: str | None = None
@@ -209,14 +201,21 @@ class ImageSummary:
     labels: Mapping[str, str] = field(default_factory=dict)
     pins: tuple[Pin, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "id": self.id,
+            "profile": self.profile,
+            "platform": self.platform,
+            "size_bytes": self.size_bytes,
+            "labels": dict(self.labels),
+            "pins": [pin.to_dict() for pin in self.pins],
+        }
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ImageSummary:
         data = data or {}
-        pins = tuple(
-            Pin(str(p.get("name")), str(p.get("expected")), p.get("found"), bool(p.get("passed")))
-            for p in data.get("pins") or []
-            if p
-        )
+        pins = tuple(Pin.from_dict(p) for p in data.get("pins") or [] if p)
         return cls(
             data.get("reference"),
             data.get("id"),
@@ -243,6 +242,9 @@ class GateResults:
     shard: str | None = None  # "K/N" when this is one shard's run
     shard_cases: tuple[str, ...] = ()
     case_set: tuple[str, ...] = ()  # every case of the sharded set
+    counts: Mapping[str, Any] = field(default_factory=dict)  # the verdict's counts and exit code
+    app: Mapping[str, Any] = field(default_factory=dict)  # the contract's name, outputs, window
+    shard_record: Mapping[str, Any] | None = None  # the shard's identity (shard.ShardPlan.record)
 
     @property
     def failed(self) -> list[Check]:
@@ -254,6 +256,22 @@ class GateResults:
 
     def checks_of(self, group: str) -> list[Check]:
         return [check for check in self.checks if check.group == group]
+
+    def to_dict(self) -> dict[str, Any]:
+        """metrics.json: what `from_dict` (and `nox -s merge`) reads back."""
+        return {
+            "verdict": self.verdict,
+            "counts": dict(self.counts),
+            "selection": {"options": list(self.options), "deselected": list(self.deselected)}
+            | {"shard": self.shard},
+            "shard": dict(self.shard_record) if self.shard_record else None,
+            "started": self.started,
+            "app": dict(self.app),
+            "seconds": self.seconds,
+            "image": self.image.to_dict(),
+            "checks": [check.to_dict() for check in self.checks],
+            "cases": {case.name: case.to_dict() for case in self.cases},
+        }
 
     @classmethod
     def from_dict(
@@ -276,4 +294,7 @@ class GateResults:
             selection.get("shard"),
             tuple(shard.get("cases") or []),
             tuple((shard.get("case_set") or {}).get("names") or []),
+            dict(metrics.get("counts") or {}),
+            dict(metrics.get("app") or {}),
+            metrics.get("shard"),
         )

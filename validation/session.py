@@ -18,11 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import pytest
 
-from validation import cases, contract, cores, engine, profiles, progress, run, shard
+from validation import cases, contract, cores, engine, profiles, progress, results, run, shard, verdict
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
@@ -48,11 +48,11 @@ class GateSession:
 
     config: GateConfig
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[verdict.Check] = field(default_factory=list)
     deselected: list[str] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)  # workers start and wait no more
     interrupted: bool = False  # Ctrl-C or SIGTERM reached the gate: no verdict, whatever ran
-    pins: list[dict[str, Any]] = field(default_factory=list)  # what test_pin recorded, for the report
+    pins: list[results.Pin] = field(default_factory=list)  # what test_pin recorded, for the report
     _runs: dict[tuple[str, str], Future[run.RunResult]] = field(default_factory=dict)
     _executor: ThreadPoolExecutor | None = None
     _cores: cores.CoreBudget | None = None  # set with the pool: which core the image checks may take

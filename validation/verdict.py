@@ -48,17 +48,45 @@ class Verdict:
         return asdict(self) | {"exit_code": self.exit_code}
 
 
-def check_status(check: Mapping[str, Any]) -> str:
-    """ "passed", "failed" or "not_evaluated" for one check record of the gate."""
-    if check.get("passed"):
-        return "passed"
-    return "not_evaluated" if check.get("skipped") else "failed"
+@dataclass(frozen=True)
+class Check:
+    """One of the gate's checks (a junit test case) as the gate recorded it."""
+
+    name: str
+    group: str  # "image" or the case's name
+    passed: bool
+    skipped: bool  # not evaluated: something it depends on failed, and said so in its own check
+    reason: str
+
+    @property
+    def failed(self) -> bool:
+        return not self.passed and not self.skipped
+
+    @property
+    def status(self) -> str:
+        """ "passed", "failed" or "not_evaluated"."""
+        if self.passed:
+            return "passed"
+        return "not_evaluated" if self.skipped else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"status": self.status}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        return cls(
+            str(data.get("name") or ""),
+            str(data.get("group") or ""),
+            bool(data.get("passed")),
+            bool(data.get("skipped")),
+            str(data.get("reason") or ""),
+        )
 
 
-def decide(checks: Iterable[Mapping[str, Any]], scope: Scope, pytest_exit: int, interrupted: bool) -> Verdict:
+def decide(checks: Iterable[Check], scope: Scope, pytest_exit: int, interrupted: bool) -> Verdict:
     """FAIL on any failure, on zero checks, or when the test runner itself did not finish cleanly;
     PARTIAL when nothing failed but something was left out or not evaluated; otherwise PASS."""
-    statuses = [check_status(check) for check in checks]
+    statuses = [check.status for check in checks]
     counts = {status: statuses.count(status) for status in ("passed", "failed", "not_evaluated")}
     if interrupted:
         name = "interrupted"
