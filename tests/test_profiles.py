@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import contract, profiles
+from validation import contract, lock, profiles
 from validation.errors import GateError
 
 BOOKWORM = (profiles.PROFILES_DIR / "bookworm.toml").read_text()
@@ -117,3 +117,63 @@ def test_image_placeholder_without_build_arg(tmp_path: Path) -> None:
         profiles.load(str(broken))
 
 
+SDK35 = (profiles.PROFILES_DIR / "bookworm-sdk3.5.toml").read_text()
+
+
+def test_holoscan_profiles_declare_their_generation_and_cuda_runtime() -> None:
+    sdk35, sdk40 = profiles.load("bookworm-sdk3.5"), profiles.load("trixie-sdk4.0")
+    assert profiles.load().sdk == "classic" and profiles.load("bullseye-torch1.8").sdk == "classic"
+    assert sdk35.sdk == sdk40.sdk == "holoscan"
+    assert sdk35.base.reference == profiles.load().base.reference  # the bookworm base, shared
+    assert sdk40.base.reference.startswith("armgate/base:trixie-") and sdk40.python == "3.13"
+    assert sdk35.runtime_libraries == ("libcudart.so.12",) and sdk40.runtime_libraries == ("libcudart.so.13",)
+    assert sdk35.ld_library_path == "/opt/venv/lib/python3.11/site-packages/nvidia/cuda_runtime/lib"
+    assert sdk40.ld_library_path == "/opt/venv/lib/python3.13/site-packages/nvidia/cu13/lib"
+    assert profiles.load().ld_library_path == ""  # a classic profile puts nothing on the loader path
+    # holoscan-cu12 4.6.0 breaks SDK 3.5.0's imports; torch above 2.10 pulls CUDA packages on aarch64
+    assert "3.11.0" in sdk35.pins["holoscan-cu12"] and "4.6.0" not in sdk35.pins["holoscan-cu12"]
+    assert "4.6.0" in sdk40.pins["holoscan-cu13"] and "5.0.0" not in sdk40.pins["holoscan-cu13"]
+    for profile in (sdk35, sdk40):
+        assert "2.10.0" in profile.pins["torch"] and "2.11.0" not in profile.pins["torch"]
+
+
+@pytest.mark.parametrize("name", ["bookworm", "bullseye-torch1.8", "bookworm-sdk3.5", "trixie-sdk4.0"])
+def test_each_locked_sdk_is_of_its_profiles_generation(name: str) -> None:
+    profile = profiles.load(name)
+    profile.check_sdk({p.name: p.version for p in lock.parse_lock(profile.lock_path)})
+
+
+def test_a_lock_of_the_other_sdk_generation_is_refused() -> None:
+    holoscan, classic = profiles.load("bookworm-sdk3.5"), profiles.load()
+    with pytest.raises(GateError, match=r"bookworm-sdk3\.5-aarch64\.txt: monai-deploy-app-sdk 0\.5\.1 is not"
+                       r" of the 'holoscan' generation .*'profile\.sdk'"):  # fmt: skip
+        holoscan.check_sdk({"monai-deploy-app-sdk": "0.5.1"})
+    with pytest.raises(GateError, match=r"monai-deploy-app-sdk 3\.5\.0 is not of the 'classic' generation"):
+        classic.check_sdk({"Monai_Deploy_App_SDK": "3.5.0"})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('sdk = "holoscan"', 'sdk = "holoscan4"'), r"'profile.sdk' is 'holoscan4'"),
+        (
+            lambda t: t.replace('library_path = ["nvidia/cuda_runtime/lib"]', 'library_path = ["../lib"]'),
+            r"'runtime.library_path' item '../lib' must be a folder in site-packages",
+        ),
+        (
+            lambda t: t.replace('library_path = ["nvidia/cuda_runtime/lib"]', 'library_path = "nvidia"'),
+            r"'runtime.library_path' must be a list of strings",
+        ),
+        (
+            lambda t: t.replace('libraries = ["libcudart.so.12"]', 'libraries = ["cudart"]'),
+            r"'runtime.libraries' item 'cudart' must be a shared library's soname",
+        ),
+        (lambda t: t.replace("libraries =", "libraires ="), r"unknown field 'runtime.libraires'"),
+    ],
+)
+def test_invalid_holoscan_profile_field_is_one_line_naming_it(tmp_path: Path, edit, message: str) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text(edit(SDK35))
+    with pytest.raises(GateError, match=message) as error:
+        profiles.load(str(broken))
+    assert str(broken) in str(error.value) and "\n" not in str(error.value)

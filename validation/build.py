@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from validation import app_lock, contract, engine, host, lock, profiles, progress, sbom
+from validation import app_lock, contract, engine, generation, host, lock, profiles, progress, sbom
 from validation.errors import GateError
 
 ROOT = profiles.ROOT
@@ -212,7 +212,9 @@ def stage_context(app: contract.AppContract, scratch: Path) -> Path:
     context = scratch / "context"
     shutil.copytree(app.source, context / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     entrypoint = json.dumps(list(app.entrypoint))
-    (context / "Dockerfile").write_text(DOCKERFILE.read_text() + f"ENTRYPOINT {entrypoint}\n")
+    # the variables a Holoscan-generation app reads its paths from, at the mounts ([app] env)
+    env = "".join(f"ENV {name}={json.dumps(value)}\n" for name, value in generation.image_env(app).items())
+    (context / "Dockerfile").write_text(DOCKERFILE.read_text() + env + f"ENTRYPOINT {entrypoint}\n")
     for part in ("lock", "wheels"):  # empty unless stage_app_requirements fills them
         (scratch / APP_REQUIREMENTS / part).mkdir(parents=True, exist_ok=True)
     return context
@@ -247,6 +249,8 @@ def buildx_args(
     }
     if profile.install == "wheelhouse":
         build_args["LOCK_FILE"] = profile.lock_path.name
+        build_args["VENV"] = profiles.VENV
+        build_args["LIBRARY_PATH"] = profile.ld_library_path
     else:
         build_args["PACKAGES"] = " ".join(profile.packages)
         build_args["UPGRADE"] = " ".join(profile.upgrade)
@@ -278,11 +282,13 @@ def build(
     app_locks: Path | None = None,
 ) -> BuildRecord:
     app = app or contract.load()
+    generation.check(app, profile)  # an app of the other App SDK generation: one line, nothing built
     # the app's own lock (fresh, or one line naming the command that makes it), else the profile's
     app_lock_path = app_lock.require_fresh(profile, app, app_locks) if app.requirements else None
     installed_lock = app_lock.installed_lock(profile, app, app_locks)
     locked = lock.parse_lock(installed_lock) if installed_lock else []
     contract.check_floors(app, profile, {package.name: package.version for package in locked})
+    profile.check_sdk({package.name: package.version for package in locked})
     require_engine()
     started = time.monotonic()
     if profile.base.kind == "debootstrap":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from validation import case_input
+from validation import case_input, generation
 from validation.case_input import DicomFolder, series_extent_mm
 from validation.contract import AppContract
 from validation.errors import GateError
@@ -199,7 +199,10 @@ def _name(case_toml: Path, data: dict[str, Any]) -> str:
     return folder
 
 
-def load_case(path: Path, app_labels: Mapping[int, str] | None = None, model: RunTime | None = None) -> Case:
+def load_case(
+    path: Path, app_labels: Mapping[int, str] | None = None, model: RunTime | None = None,
+    app_memory: str | None = None,
+) -> Case:  # fmt: skip
     """One case folder, checked before anything runs; `app_labels` (the app contract's label names)
     bound the case's labels and names, `model` (its [run] table) sizes the timeout of a case that sets
     none. The DICOM headers are read once, for the [input] facts and the timeout."""
@@ -214,7 +217,8 @@ def load_case(path: Path, app_labels: Mapping[int, str] | None = None, model: Ru
         kind: {**defaults[kind], **case_tolerances.get(kind, {})}
         for kind in ("golden", "ground_truth", "host")
     }
-    run = {**defaults["run"], **data.get("run", {})}
+    # the app's own memory (its app.yaml's resources.memory) unless the case sets one
+    run = {**defaults["run"], **({"memory": app_memory} if app_memory else {}), **data.get("run", {})}
     labels = _labels(case_toml, data, app_labels)
     inputs = data.get("input", {})
     if not isinstance(inputs.get("dicom", "dicom"), str):
@@ -258,7 +262,9 @@ def discover(cases_dir: Path, app: AppContract | None = None) -> list[Case]:
     names = app.labels if app is not None else None
     model = run_time(app) if app is not None else None
     found = [
-        load_case(path, names, model) for path in sorted(cases_dir.iterdir()) if (path / "case.toml").exists()
+        load_case(path, names, model, generation.memory_limit(app))
+        for path in sorted(cases_dir.iterdir())
+        if (path / "case.toml").exists()
     ]
     if not found:
         raise GateError(f"{cases_dir}: no case folders (each needs a case.toml); see fixtures/README.md")

@@ -15,7 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
-from validation import requirements_file
+from validation import generation, requirements_file
 from validation.errors import GateError
 from validation.profiles import ROOT, Fields, Profile, read_toml, reject_unknown_keys
 
@@ -43,6 +43,8 @@ SCHEMA = {
     "run": dict.fromkeys(("start_s", "seconds_per_window", "margin", "window_spacing_mm", "window_overlap")),
     "defaults": dict.fromkeys(("model", "cases")),
 }
+# the App SDK generation, the variables the app reads its paths from, its app.yaml (validation/generation.py)
+SCHEMA["app"].update(dict.fromkeys(("sdk", "env", "app_yaml")))
 PLACEHOLDERS = ("{input}", "{model}", "{output}")
 
 
@@ -76,6 +78,9 @@ class AppContract:
     default_cases: Path
     run_time: dict = field(default_factory=dict)  # the [run] table, checked by validation/cases.py
     requirements: Path | None = None  # the app's requirements.txt, locked with the profile (app_lock.py)
+    sdk: str = "classic"  # the App SDK generation it is written for (profiles.SDK_GENERATIONS)
+    env: dict[str, str] = field(default_factory=dict)  # variables it reads, with {input}/{model}/{output}
+    resources: dict[str, str] = field(default_factory=dict)  # its app.yaml's resources (memory as docker's)
 
     @property
     def install_dir(self) -> str:
@@ -197,9 +202,11 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
     if not (source / main).is_file():
         raise GateError(f"{path}: field 'app.source' points to {source}, which has no {main}")
     args = app.strings("args")
-    missing = [placeholder for placeholder in PLACEHOLDERS if not any(placeholder in arg for arg in args)]
+    sdk = generation.read(path, app)
+    placed = (*args, *sdk.env.values())
+    missing = [placeholder for placeholder in PLACEHOLDERS if not any(placeholder in arg for arg in placed)]
     if missing:
-        raise GateError(f"{path}: field 'app.args' must place {', '.join(missing)}")
+        raise GateError(f"{path}: field 'app.args' must place {', '.join(missing)} (or 'app.env' must)")
     window = top.table("display").data.get("window_hu")
     if not (
         isinstance(window, list) and len(window) == 2 and all(isinstance(v, int | float) for v in window)
@@ -235,4 +242,7 @@ def load(path: Path | str = DEFAULT_CONTRACT) -> AppContract:
         default_cases=(here / defaults.str("cases")).resolve(),
         run_time=dict(data.get("run", {})),
         requirements=requirements,
+        sdk=sdk.sdk,
+        env=sdk.env,
+        resources=sdk.resources,
     )

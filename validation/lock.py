@@ -161,7 +161,9 @@ def ensure_wheels(
     missing = verify_wheelhouse(directory, locked, lock_path)
     if not missing:
         return directory
-    tags = dict.fromkeys((profile.manylinux, *MANYLINUX_TAGS))
+    # pip takes --platform tags literally: name every manylinux_2_N the base runs, as uv resolved them
+    newest = int(profile.manylinux.rsplit("_", 1)[1])
+    tags = dict.fromkeys((*(f"manylinux_2_{minor}" for minor in range(newest, 16, -1)), *MANYLINUX_TAGS))
     platform_args = [arg for tag in tags for arg in ("--platform", f"{tag}_{profile.arch}")]
     with tempfile.TemporaryDirectory() as scratch:
         subset = Path(scratch) / "missing.txt"

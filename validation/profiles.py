@@ -15,6 +15,7 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
 
 from validation.errors import GateError
 
@@ -24,6 +25,12 @@ LOCKS_DIR = ROOT / "container" / "locks"
 DEFAULT_PROFILE = "bookworm"
 PLATFORM_ARCH = {"linux/arm64": "aarch64"}
 DEFAULT_MANYLINUX = "manylinux_2_28"  # bookworm's glibc is 2.36; 2_28 is what its wheels are built for
+VENV = "/opt/venv"  # where a hermetic profile's packages are installed (container/Dockerfile's VENV)
+# The App SDK's two generations: "classic" (0.5.x and older: Application.compose() without Holoscan) and
+# "holoscan" (0.6 on: Holoscan's Application, init_app_context, operators built with the app). One image
+# holds one: the newer package shadows the older's monai.deploy modules.
+SDK_GENERATIONS = {"classic": SpecifierSet("<0.6"), "holoscan": SpecifierSet(">=0.6")}
+SDK_PACKAGE = "monai-deploy-app-sdk"
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,9 @@ class Profile:
     pins: dict[str, SpecifierSet]
     pip_check_allow: tuple[str, ...]
     manylinux: str = DEFAULT_MANYLINUX  # newest manylinux tag the base's glibc runs (lock resolution)
+    sdk: str = "classic"  # the App SDK generation (SDK_GENERATIONS) of the apps it builds
+    library_path: tuple[str, ...] = ()  # folders under the venv's site-packages put on LD_LIBRARY_PATH
+    runtime_libraries: tuple[str, ...] = ()  # shared libraries the image checks find on the loader path
 
     @property
     def arch(self) -> str:
@@ -70,6 +80,22 @@ class Profile:
     @property
     def lock_path(self) -> Path:
         return LOCKS_DIR / f"{self.name}-{self.arch}.txt"
+
+    @property
+    def ld_library_path(self) -> str:
+        """The image's LD_LIBRARY_PATH: the library_path folders inside the venv's site-packages."""
+        site = f"{VENV}/lib/python{self.python}/site-packages"
+        return ":".join(f"{site}/{folder}" for folder in self.library_path)
+
+    def check_sdk(self, locked: dict[str, str]) -> None:
+        """The lock's App SDK must be of the generation the profile declares: one line when not."""
+        version = {canonicalize_name(name): v for name, v in locked.items()}.get(SDK_PACKAGE)
+        if version is not None and version not in SDK_GENERATIONS[self.sdk]:
+            raise GateError(
+                f"{self.lock_path}: {SDK_PACKAGE} {version} is not of the {self.sdk!r} generation "
+                f"({SDK_PACKAGE}{SDK_GENERATIONS[self.sdk]}) that {self.path} declares in 'profile.sdk'; "
+                "fix the profile's packages or its sdk, and rerun `nox -s lock`"
+            )
 
 
 class Fields:
@@ -129,11 +155,12 @@ def reject_unknown_keys(path: Path, data: dict, schema: dict, prefix: str = "") 
 
 _BASE_FIELDS = dict.fromkeys(("kind", "suite", "variant", "include", "image", "build_args"))
 PROFILE_SCHEMA = {
-    "profile": dict.fromkeys(("description", "platform", "python", "manylinux")),
+    "profile": dict.fromkeys(("description", "platform", "python", "manylinux", "sdk")),
     "base": _BASE_FIELDS,
     "requirements": {"install": None, "packages": None, "upgrade": None},
     "pins": None,
     "checks": {"pip_check_allow": None},
+    "runtime": {"library_path": None, "libraries": None},
 }
 
 
@@ -168,11 +195,12 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
     data = read_toml(path)
     reject_unknown_keys(path, data, PROFILE_SCHEMA)
     top = Fields(path, data)
-    meta, base_fields, req, checks = (
+    meta, base_fields, req, checks, runtime = (
         top.table("profile"),
         top.table("base"),
         top.table("requirements"),
         top.table("checks", required=False),
+        top.table("runtime", required=False),
     )
     platform = meta.str("platform", choices=tuple(PLATFORM_ARCH))
     kind = base_fields.str("kind", choices=("debootstrap", "image"))
@@ -219,6 +247,9 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
         pins=pins,
         pip_check_allow=checks.strings("pip_check_allow", required=False),
         manylinux=_manylinux_tag(meta),
+        sdk=meta.str("sdk", choices=tuple(SDK_GENERATIONS), default="classic"),
+        library_path=_library_path(runtime),
+        runtime_libraries=_runtime_libraries(runtime),
     )
 
 
@@ -235,3 +266,21 @@ def _manylinux_tag(meta: Fields) -> str:
         expected = "expected manylinux_2_<glibc minor>, e.g. manylinux_2_31"
         raise meta._fail("manylinux", f"is {value!r}; {expected}")
     return value
+
+
+def _library_path(runtime: Fields) -> tuple[str, ...]:
+    folders = runtime.strings("library_path", required=False)
+    for folder in folders:
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*", folder) or ".." in folder.split("/"):
+            problem = f"item {folder!r} must be a folder in site-packages, e.g. 'nvidia/cu13/lib'"
+            raise runtime._fail("library_path", problem)
+    return folders
+
+
+def _runtime_libraries(runtime: Fields) -> tuple[str, ...]:
+    names = runtime.strings("libraries", required=False)
+    for name in names:
+        if not re.fullmatch(r"lib[A-Za-z0-9_.+-]*\.so(\.\d+)*", name):
+            problem = f"item {name!r} must be a shared library's soname, e.g. 'libcudart.so.13'"
+            raise runtime._fail("libraries", problem)
+    return names

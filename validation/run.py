@@ -6,7 +6,6 @@ Containers are always removed: on success, failure, timeout and Ctrl-C alike.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from validation import engine
+from validation import engine, generation
 from validation.contract import AppContract, Mounts
 from validation.errors import GateError
 from validation.stages import stage_reached, stage_times
@@ -204,7 +203,9 @@ def run_host(
         if work_dir is None:
             work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="armgate-host-run-")))
         work_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MONAI_WORKDIR": str(work_dir / "monai_workdir")}
+        # the contract's [app] env at the host's paths (and a Holoscan-generation app's CUDA runtime)
+        app_env = generation.host_env(app, *(path.resolve() for path in (input_dir, model, output_dir)))
+        env = {**app_env, "MONAI_WORKDIR": str(work_dir / "monai_workdir")}
         _run_host_command(result, command, timeout_s, work_dir, env)
     result.seconds = time.monotonic() - started
     return result

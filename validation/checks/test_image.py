@@ -51,6 +51,16 @@ def test_every_elf_file_is_aarch64(files: image_files.ImageFiles) -> None:
     assert not files.foreign_elf, f"non-AArch64 ELF files (path, e_machine): {files.foreign_elf[:5]}"
 
 
+def test_every_elf_file_loads_with_the_images_own_libraries(gate, files: image_files.ImageFiles) -> None:
+    """Every ELF file's GLIBC_/GLIBCXX_/CXXABI_ symbol versions are defined by the base's own C and C++
+    libraries (a wheel's manylinux tag is a claim, its symbol versions the fact), and every runtime
+    library the profile names (the CUDA runtime of a Holoscan profile) is on the image's loader path."""
+    env = dict(item.split("=", 1) for item in _config(gate).get("Env") or [])
+    profile = gate.config.profile
+    problems = image_files.loader_problems(files, env.get("LD_LIBRARY_PATH", ""), profile.runtime_libraries)
+    assert not problems, "; ".join(problems)
+
+
 # The image's python3: its version and its import path (symlinks resolved, as the files are listed).
 INTERPRETER_SCRIPT = (
     "import json, os, platform, sys; "
