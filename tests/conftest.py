@@ -18,18 +18,57 @@ from validation import build, contract, host, profiles, run
 from validation.build import BuildRecord
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The markers (pyproject.toml) split the suite: `nox -s fast` runs what carries neither. A test whose
+# fixtures reach the Docker engine (docker_host) needs `docker`; one that uses an image (a fixture named
+# *_image: built, pulled or made for the test) needs `docker` and `slow`. A test with neither marker
+# that takes longer than this, in its setup or its call, fails: mark it `slow` (the app, torch, MONAI).
+UNMARKED_LIMIT_S = float(os.environ.get("ARMGATE_UNMARKED_TEST_LIMIT_S", "20"))
+
+
+def missing_markers(item: pytest.Item) -> list[str]:
+    """The markers a test's fixtures require and it lacks."""
+    used = set(getattr(item, "fixturenames", ()))
+    needed = {"docker"} if "docker_host" in used else set()
+    if any(name.endswith("_image") for name in used):
+        needed |= {"docker", "slow"}
+    return sorted(needed - {mark.name for mark in item.iter_markers()})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """An unmarked test that would start the engine or build an image fails before its fixtures run."""
+    missing = missing_markers(item)
+    if missing:
+        marks = " and ".join(f"@pytest.mark.{name}" for name in missing)
+        pytest.fail(f"{item.nodeid} uses Docker or an image but lacks {marks}: add it", pytrace=False)
+
+
+def _too_slow_unmarked(item: pytest.Item, call: pytest.CallInfo) -> str:
+    """Why a passing test without `docker` or `slow` must carry `slow`: '' when it is quick enough."""
+    marks = {mark.name for mark in item.iter_markers()}
+    if marks & {"docker", "slow"} or call.when == "teardown" or call.duration <= UNMARKED_LIMIT_S:
+        return ""
+    return (
+        f"{item.nodeid} took {call.duration:.1f} s in its {call.when} without @pytest.mark.slow "
+        f"(the bound for unmarked tests is {UNMARKED_LIMIT_S:g} s): add the marker"
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
     """With CI=true nothing may skip: a missing engine, emulator, validator or base image is a
-    failure there, whichever fixture or marker would have skipped the test."""
+    failure there, whichever fixture or marker would have skipped the test. A test too slow for the
+    fast lane without its `slow` marker fails too."""
     outcome = yield
     report = outcome.get_result()
     if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"CI=true forbids skipping {item.nodeid}: {reason}"
+    too_slow = _too_slow_unmarked(item, call)
+    if too_slow and report.passed:
+        report.outcome = "failed"
+        report.longrepr = too_slow
     return outcome
 
 

@@ -186,6 +186,7 @@ def standard_run(tmp_path_factory: pytest.TempPathFactory) -> AppRun:
     return run
 
 
+@pytest.mark.slow
 def test_standard_case_writes_mask_on_input_grid_and_seg(standard_run: AppRun) -> None:
     assert_succeeded(standard_run)
     grid = ct_axial_grid(case_dicom("standard"))
@@ -194,6 +195,7 @@ def test_standard_case_writes_mask_on_input_grid_and_seg(standard_run: AppRun) -
     check_seg(standard_run, grid, mask)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["standard", "oblique"])
 def test_mask_matches_ground_truth(case: str, standard_run: AppRun, tmp_path: Path) -> None:
     """Every organ lands where the phantom has it: catches flips and shifts between the grids."""
@@ -212,6 +214,7 @@ def test_mask_matches_ground_truth(case: str, standard_run: AppRun, tmp_path: Pa
         assert score > 0.7, f"{ORGANS[value - 1]}: Dice {score:.3f}"
 
 
+@pytest.mark.slow
 def test_two_series_study_selects_the_ct_axial_series(tmp_path: Path) -> None:
     dicom = case_dicom("two-series")
     run = run_app(dicom, tmp_path / "out", form="path")
@@ -236,6 +239,7 @@ def _copy_as_sagittal_series(source: Path, target: Path) -> None:
         ds.save_as(target / f"sag{index:04d}.dcm")
 
 
+@pytest.mark.slow
 def test_non_axial_ct_series_is_not_selected(tmp_path: Path) -> None:
     dicom = case_dicom("standard")
     mixed = tmp_path / "mixed"
@@ -251,6 +255,7 @@ def _without_times(log: str) -> list[tuple[str, bool]]:
     return [(name, seconds is None) for name, seconds in protocol.parse(log)]
 
 
+@pytest.mark.slow
 def test_each_stage_logs_its_start_and_wall_time(standard_run: AppRun) -> None:
     """One 'started' and one 'took' line per stage, in pipeline order; every window call counted."""
     assert_succeeded(standard_run)
@@ -287,6 +292,7 @@ def test_each_stage_logs_its_start_and_wall_time(standard_run: AppRun) -> None:
     assert protocol.stage_reached(standard_run.stdout) == "after stage 'write seg.dcm'"
 
 
+@pytest.mark.slow
 def test_a_log_cut_during_a_window_names_that_window(standard_run: AppRun) -> None:
     """The parser the gate uses on a timed-out run's log, on this app's real log cut short."""
     lines = standard_run.stdout.splitlines()
@@ -298,6 +304,7 @@ def test_a_log_cut_during_a_window_names_that_window(standard_run: AppRun) -> No
     assert protocol.stage_reached("\n".join(before_any)) == "before any stage line in its log"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("size", "overlap"),
     [
@@ -326,6 +333,7 @@ def test_window_count_is_monai_sliding_window_count(size: tuple[int, int, int], 
     assert protocol.window_count(size, (96, 96, 96), overlap) == sum(calls)
 
 
+@pytest.mark.slow
 def test_same_input_gives_byte_identical_mask(standard_run: AppRun, tmp_path: Path) -> None:
     """Also the locked-down set-up: SDK work files under MONAI_WORKDIR (a tmpfs in the image), none left."""
     assert_succeeded(standard_run)
@@ -341,6 +349,7 @@ def test_same_input_gives_byte_identical_mask(standard_run: AppRun, tmp_path: Pa
     assert first_bytes[4:8] == b"\0\0\0\0", "gzip header mtime must be 0"
 
 
+@pytest.mark.slow
 def test_empty_mask_writes_nifti_and_skips_seg(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
 
@@ -379,6 +388,7 @@ def _localizer_only(source: Path, target: Path) -> None:
             shutil.copy(path, target / path.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["garbage", "truncated"])
 def test_corrupt_file_among_good_ones_fails_naming_it(how: str, tmp_path: Path) -> None:
     """Policy: fail rather than skip, since a dropped slice would silently change the geometry."""
@@ -389,6 +399,7 @@ def test_corrupt_file_among_good_ones_fails_naming_it(how: str, tmp_path: Path) 
     assert tree_snapshot(tmp_path / "in") == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "problem, expected",
     [
@@ -447,6 +458,7 @@ print("torch._inductor" in sys.modules)
 """
 
 
+@pytest.mark.slow
 def test_deterministic_kernels_without_importing_the_compiler() -> None:
     """The app turns on torch's deterministic kernels (warn only) without the public call's import of
     torch._inductor, which the app never uses and which costs seconds of every emulated start."""

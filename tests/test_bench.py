@@ -310,6 +310,7 @@ print(json.dumps([direct.ok, direct_peak, fresh.ok, fresh.peak_memory_bytes]))
 """
 
 
+@pytest.mark.slow
 def test_the_host_runs_peak_is_the_apps_own_not_its_parents(tmp_path: Path) -> None:
     """bench.stage_times on the host reports the app run's peak even from a large process (the series
     it generates); read as the old way did, the same run reports the parent's size."""
@@ -533,6 +534,7 @@ def test_the_pairs_are_what_they_are_called(small_pairs: tuple[np.ndarray, dict[
         compare_speed.make_output("rotated", reference, np.random.default_rng(0), SMALL_SHAPE, SMALL_SPACING)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", compare_speed.PAIRS)
 def test_armgate_equals_monai_within_1e6(
     kind: str, small_pairs: tuple[np.ndarray, dict[str, np.ndarray]]
@@ -607,6 +609,7 @@ def test_the_load_baseline_reads_both_files_on_two_threads_as_armgate_does(
         [np.asanyarray(nibabel.load(path).dataobj) for path in paths]
 
 
+@pytest.mark.slow
 def test_the_equality_check_fails_when_the_spacing_differs(
     small_pairs: tuple[np.ndarray, dict[str, np.ndarray]],
 ) -> None:

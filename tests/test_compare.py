@@ -273,6 +273,7 @@ def _monai_metrics(
     return dice[0].numpy(), hd95[0].numpy(), nsd[0].numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("seed", "spacing"),
     [
@@ -307,6 +308,7 @@ def test_metrics_equal_monai(seed: int, spacing: tuple[float, float, float]) -> 
     np.testing.assert_allclose(ours[:, 2], nsd, rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_monai_cross_check_detects_a_wrong_spacing() -> None:
     """The cross-check is sensitive: metrics computed with the axes' spacings swapped differ from MONAI's."""
     rng = np.random.default_rng(1)

@@ -239,6 +239,7 @@ APP_FAULTS: dict[str, Callable[[Path], AppFault]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", list(APP_FAULTS.values()), ids=list(APP_FAULTS))
 def test_app_refuses_bad_input(tmp_path: Path, make: Callable[[Path], AppFault]) -> None:
     fault = make(tmp_path)
@@ -264,6 +265,7 @@ def unwritable_folder(tmp_path: Path) -> Iterator[Path]:
     folder.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_app_refuses_an_unwritable_output_folder(tmp_path: Path, unwritable_folder: Path) -> None:
     args = ["-m", "app", "-i", str(STANDARD / "dicom"), "-m", str(MODEL), "-o", str(unwritable_folder)]
     result = invoke(args, tmp_path)
@@ -424,6 +426,7 @@ def test_a_timed_out_run_names_the_stage_it_reached(log: str, where: str) -> Non
     assert result.failure().startswith(f"container run timed out after 900 s {where}; "), result.failure()
 
 
+@pytest.mark.slow
 def test_a_host_run_that_times_out_keeps_what_the_app_logged(tmp_path: Path) -> None:
     """The host run's log, cut by its timeout, still says where the app was (a stand-in app that
     starts a stage and hangs)."""

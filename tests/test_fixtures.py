@@ -80,6 +80,7 @@ def test_layout_keeps_tissues_apart() -> None:
     assert check_layout(load_config()) == []
 
 
+@pytest.mark.slow
 def test_every_structure_lies_within_its_extent() -> None:
     """Rendering tests a point against a structure only within the structure's extent, so no voxel of
     it may lie outside: sampled every 0.25 mm from 0.001 mm to 3 mm past each bound, across the body."""
@@ -116,6 +117,7 @@ def test_generation_is_byte_identical(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "a" / "case" / "dicom").iterdir()) == committed
 
 
+@pytest.mark.slow
 def test_committed_model_is_the_network_written_by_torch_18() -> None:
     """model.ts computes exactly what the nn.Module of fixtures/segmenter.py computes with
     phantoms.toml's constants, is made of standard layers, and carries no record of a newer torch."""
@@ -134,6 +136,7 @@ def test_committed_model_is_the_network_written_by_torch_18() -> None:
     assert facts.file_format == "5" and facts.writer == "no newer-torch records", facts.describe()
 
 
+@pytest.mark.slow
 def test_neighbourhood_extreme_is_max_pooling_bit_for_bit() -> None:
     """The model's axis-by-axis neighbourhood max and min give what nn.MaxPool3d gives on the cube
     (and on the negation, for the min), ties, window borders and odd shapes included; a 3-wide
@@ -293,6 +296,7 @@ def test_a_one_slice_shift_fails_dice_hd95_and_nsd_each(name: str, direction: in
     assert {"dice", "hd95", "nsd"} <= failed, failed
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not APP_PRESENT, reason="app/ not present")
 @pytest.mark.parametrize("name", CASES)
 def test_app_segments_every_organ(name: str, tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def _mask(run: AppRun) -> nib.Nifti1Image:
     return nib.load(run.output / "mask.nii.gz")
 
 
+@pytest.mark.slow
 def test_tolerated_variants_give_the_same_mask(small_base: Path, base_run: AppRun, tmp_path: Path) -> None:
     series = tmp_path / "export"
     applied = write_tolerated_series(small_base, series)
@@ -74,6 +75,7 @@ def test_tolerated_variants_give_the_same_mask(small_base: Path, base_run: AppRu
     assert tree_snapshot(series) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", FAULTS, ids=[fault.name for fault in FAULTS])
 def test_header_fault_is_refused_naming_the_file(
     fault: HeaderFault, small_base: Path, tmp_path: Path
@@ -94,6 +96,7 @@ def test_header_fault_is_refused_naming_the_file(
     assert tree_snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_single_slice_ct_is_refused_with_one_line(tmp_path: Path) -> None:
     """pydicom's own CT_small.dcm: one 128x128 slice, a real scanner's header."""
     from pydicom.data import get_testdata_file
@@ -106,6 +109,7 @@ def test_single_slice_ct_is_refused_with_one_line(tmp_path: Path) -> None:
     assert_one_line_failure(run, str(folder), "has 1 image", "fix:")
 
 
+@pytest.mark.slow
 def test_folder_of_other_files_is_still_called_non_dicom(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()

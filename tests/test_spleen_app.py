@@ -73,6 +73,7 @@ def test_contract_describes_the_spleen_app() -> None:
         assert case["labels"] == [1] and case["label_names"] == ["spleen"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_app_reproduces_its_golden_and_writes_only_its_mask(name: str, tmp_path: Path) -> None:
     """From a copy of its folder alone (so it needs nothing of app/ or the repo): only spleen_mask.nii.gz
@@ -177,6 +178,7 @@ def _bad_input(kind: str, tmp_path: Path) -> tuple[Path, Path, Path, str]:
     raise AssertionError(kind)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing input folder", "non-DICOM file", "truncated DICOM",
                                   "missing slice", "no CT axial series", "missing model",
                                   "not TorchScript", "the multi-organ model", "output is a file"])
@@ -196,6 +198,7 @@ def test_bad_input_is_one_line(kind: str, tmp_path: Path) -> None:
 # ---- regeneration ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fixtures_check_reproduces_the_spleen_tree(capsys: pytest.CaptureFixture[str]) -> None:
     """`python -m fixtures.generate --config fixtures/spleen/phantoms.toml --check`: model, DICOM, ground
     truth, goldens (by running the spleen app again) and case.toml all match what is committed."""

@@ -111,6 +111,7 @@ def test_series_are_written_in_their_syntax(encoded: Callable[[Syntax], Path]) -
             assert identical != syntax.lossy, f"{syntax.name}: lossy={syntax.lossy} but identical={identical}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BY_NAME))
 def test_host_decodes(name: str, host_runs: Callable[[Syntax], AppRun]) -> None:
     result = host_runs(BY_NAME[name])
@@ -296,6 +297,7 @@ def _assert_stopped_before_decoding(stdout: str) -> None:
     assert "DICOMSeriesToVolumeOperator" not in stdout, "the run went on to decode pixels"
 
 
+@pytest.mark.slow
 def test_missing_decoder_is_named_before_decoding(
     encoded: Callable[[Syntax], Path], tmp_path: Path
 ) -> None:
@@ -313,6 +315,7 @@ def test_missing_decoder_is_named_before_decoding(
     _assert_stopped_before_decoding(result.stdout)
 
 
+@pytest.mark.slow
 def test_unknown_syntax_is_named_before_decoding(sources: dict[str, Path], tmp_path: Path) -> None:
     _private_syntax_copy(sources["ct12"], tmp_path / "private")
     result = run_app(tmp_path / "private", tmp_path / "out", form="path")
