@@ -220,13 +220,15 @@ def normal_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _normal_export(tmp_path_factory.mktemp("normal-bundle"))
 
 
-def _probe_on_host(model: Path, app: contract.AppContract) -> model_check.ModelCheck:
+def _probe_on_host(model: Path, app: contract.AppContract, prelude: str = "") -> model_check.ModelCheck:
     """The model check's probe (the SDK operator's own code included) run by this interpreter on the
-    file where it lies: what the image runs, on the host's SDK 0.5.1 and MONAI 1.6.1, without Docker."""
+    file where it lies: what the image runs, on the host's SDK 0.5.1 and MONAI 1.6.1, without Docker.
+    `prelude` runs first, to make the host look like another stack."""
     app = replace(app, mounts=replace(app.mounts, model=str(model)))
     bundle = model_check.bundle_check(model, app)
-    done = subprocess.run([sys.executable, "-c", model_check.probe_script(app, bundle)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    script = prelude + model_check.probe_script(app, bundle)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          check=False)
     facts = model_check.archive_facts(model)
     shape = app.model_input_shape
     return model_check._verdict(model, facts, done.stdout, done.returncode, 1.0, shape, bundle, str(model))
@@ -277,6 +279,30 @@ def test_a_normally_exported_bundle_is_refused_naming_the_key_rename(normal_bund
 
 
 @pytest.mark.slow  # the probe runs torch and the SDK on the host
+def test_the_operators_torch_floor_is_its_own_optional_import() -> None:
+    """A torch that says 1.8.1 makes the SDK's own optional_import("torch", "1.10.2") fail; a package the
+    operator imports but never uses (nibabel, hidden here) is no reason to refuse, only a note."""
+    old_torch = "import torch\ntorch.__version__ = '1.8.1'\n"
+    check = _probe_on_host(BUNDLE_MODEL, BUNDLE_APP, old_torch)
+    assert not check.ok and "\n" not in check.line
+    assert "loads in torch 1.8.1, but the image's monai-deploy-app-sdk 0.5.1 bundle operator" in check.line
+    assert "cannot run: OptionalImportError: import torch (requires 'torch 1.10.2'" in check.line, check.line
+    no_nibabel = "import sys\nsys.modules['nibabel'] = None\n"
+    check = _probe_on_host(BUNDLE_MODEL, BUNDLE_APP, no_nibabel)
+    assert check.ok and "the image's SDK bundle operator reads its configs" in check.line, check.line
+
+
+def test_metadata_packages_the_image_lacks_are_said_not_failed() -> None:
+    facts = model_check.archive_facts(BUNDLE_MODEL)
+    bundle = model_check.bundle_check(BUNDLE_MODEL, BUNDLE_APP)
+    found = {"ok": True, "failed_imports": [], "missing_packages": ["nibabel"]}
+    output = 'ARMGATE_TORCH 2.10.0\nARMGATE_MODEL_CHECK {"ok": true, "output_shape": [1, 3, 64, 64, 64]}\n'
+    output += bundle_model.BUNDLE_MARKER + json.dumps(found) + "\n"
+    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, (1, 1, 64, 64, 64), bundle)
+    assert check.ok and check.line.endswith("; its metadata names nibabel, which the image lacks"), check.line
+
+
+@pytest.mark.slow  # the probe runs torch and the SDK on the host
 def test_a_bundle_whose_root_is_not_the_file_stem_is_refused(tmp_path: Path) -> None:
     renamed = tmp_path / "spleen_liver.ts"
     renamed.write_bytes(BUNDLE_MODEL.read_bytes())  # root folder still "model"
@@ -293,11 +319,11 @@ def test_a_bundle_whose_root_is_not_the_file_stem_is_refused(tmp_path: Path) -> 
             "OptionalImportError: import torch (requires 'torch 1.10.2' by 'min_version')."]},
          r"0\.5\.1 bundle operator with MONAI 1\.1\.0 cannot run: .*requires 'torch 1\.10\.2'"),
         ({"ok": False, "monai-deploy-app-sdk": "0.5.1", "monai": "1.6.1", "failed_imports": [],
-          "missing_packages": ["pytorch-ignite"]},
-         r"its metadata requires pytorch-ignite, which the image lacks"),
+          "error": "KeyError: 'network_data_format'"},
+         r"cannot read its configs: KeyError: 'network_data_format'"),
         (None, r"no answer about the SDK's bundle operator"),
     ],
-    ids=["torch-too-old", "missing-package", "no-answer"],
+    ids=["torch-too-old", "config-error", "no-answer"],
 )
 def test_a_bundle_the_operator_cannot_serve_fails_in_one_line(found: dict | None, expected: str) -> None:
     facts = model_check.archive_facts(BUNDLE_MODEL)

@@ -28,7 +28,8 @@ BUNDLE_MARKER = "ARMGATE_BUNDLE "
 # Runs in the image after the model check's forward (Python 3.9 on the oldest profile): the SDK's
 # bundle operator, built without its __init__ (which differs between SDK generations), reads the model's
 # configs with the image's MONAI exactly as it does before its first inference; every optional import
-# of the operator's module that failed in this image (e.g. torch below the version it asks for) is named.
+# of the operator's module that failed in this image and that its code uses (e.g. torch below the version
+# it asks for; not nibabel, which SDK 0.5.1 and 3.5.0 import and never use) is named.
 PROBE = """
 def _first_line(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -60,8 +61,16 @@ def _bundle_probe(path, packages):
     except Exception as error:
         found["error"] = "import of the SDK's bundle operator failed: " + _first_line(error)
         return found
+    import inspect
+    used = set()
+    codes = [const for const in compile(inspect.getsource(module), "operator", "exec").co_consts
+             if hasattr(const, "co_names")]
+    while codes:  # the names its functions and methods read, not the ones the module merely imports
+        code = codes.pop()
+        used.update(code.co_names)
+        codes += [const for const in code.co_consts if hasattr(const, "co_names")]
     for name, value in sorted(vars(module).items()):
-        if type(value).__name__ == "_LazyRaise":
+        if type(value).__name__ == "_LazyRaise" and name in used:
             try:
                 getattr(value, "__name__")
             except Exception as error:
@@ -170,10 +179,14 @@ def operator_problem(facts: BundleFacts, found: dict[str, Any] | None, mount: st
     error = str(found.get("error", ""))
     if error:
         return f"{stack} cannot read its configs: {error[:300]}{_explain(facts, error, found, mount)}"
-    if found.get("missing_packages"):
-        missing = ", ".join(found["missing_packages"])
-        return f"its metadata requires {missing}, which the image lacks; fix: add it to the requirements"
     return None
+
+
+def missing_packages_note(found: dict[str, Any] | None) -> str:
+    """The metadata's packages the image lacks: said, not failed (Bundles also list what only their
+    training needs, e.g. pytorch-ignite)."""
+    missing = (found or {}).get("missing_packages") or []
+    return f"; its metadata names {', '.join(missing)}, which the image lacks" if missing else ""
 
 
 def _explain(facts: BundleFacts, error: str, found: dict[str, Any], mount: str) -> str:

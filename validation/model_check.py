@@ -186,7 +186,8 @@ def _verdict(
             return ModelCheck(False, torch, line, seconds, shape)
         line = f"model check: {subject} loads in torch {torch} and maps {input_shape} to {shape}"
         if bundle is not None and bundle.through_operator:
-            line += "; the image's SDK bundle operator reads its configs"
+            note = bundle_model.missing_packages_note(_bundle_answer(lines))
+            line += f"; the image's SDK bundle operator reads its configs{note}"
         return ModelCheck(True, torch, line, seconds, shape)
     if exit_code is None:
         reason = f"no answer within {TIMEOUT_S:.0f} s"
@@ -221,9 +222,13 @@ def _bundle_problem(
         )
     if not bundle.through_operator:
         return None
+    return bundle_model.operator_problem(bundle.facts, _bundle_answer(lines), mount)
+
+
+def _bundle_answer(lines: list[str]) -> dict | None:
+    """What the probe found about the SDK's bundle operator, if it said."""
     marker = bundle_model.BUNDLE_MARKER
-    found = next((json.loads(line[len(marker) :]) for line in lines if line.startswith(marker)), None)
-    return bundle_model.operator_problem(bundle.facts, found, mount)
+    return next((json.loads(line[len(marker) :]) for line in lines if line.startswith(marker)), None)
 
 
 def _image_identity(image: str) -> tuple[str, str]:
