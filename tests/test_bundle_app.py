@@ -134,7 +134,8 @@ def test_each_seg_on_the_grid_is_the_golden_and_meets_the_ground_truth(
     voxel for voxel, and the golden meets the case's measured limits."""
     for index, host_run in enumerate(host_runs):
         dicom = _case_dir(host_run.case) / "dicom"
-        placed = golden.seg_to_label_map(_seg(host_run), dicom, APP, tmp_path / f"placed-{index}.nii.gz")
+        out = tmp_path / f"placed-{index}.nii.gz"
+        placed = golden.seg_to_label_map(_seg(host_run), dicom, APP.labels, out)
         assert generate.same_content(placed, _case_dir(host_run.case) / "reference" / "golden.nii.gz"), index
     for name in CASES:
         labels = np.asanyarray(nib.load(_case_dir(name) / "reference" / "golden.nii.gz").dataobj)
