@@ -321,7 +321,7 @@ def test_a_bundle_whose_root_is_not_the_file_stem_is_refused(tmp_path: Path) -> 
         ({"ok": False, "monai-deploy-app-sdk": "0.5.1", "monai": "1.6.1", "failed_imports": [],
           "error": "KeyError: 'network_data_format'"},
          r"cannot read its configs: KeyError: 'network_data_format'"),
-        (None, r"no answer about the SDK's bundle operator"),
+        (None, r"the probe ended before the SDK's bundle operator read it"),
     ],
     ids=["torch-too-old", "config-error", "no-answer"],
 )

@@ -32,7 +32,7 @@ def test_the_bundle_app_builds_and_passes_the_gate_through_its_contract(
     assert "the image's SDK bundle operator reads its configs" in result.stdout, result.stdout[-3000:]
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["verdict"] == "pass", metrics["verdict"]
-    assert metrics["app"]["seg"] == "*.dcm" and metrics["app"]["mask"] is None
+    assert metrics["app"]["outputs"] == {"seg": "*.dcm"}, metrics["app"]
     assert set(metrics["cases"]) == {"bundle-oblique", "bundle-standard"}
     failed = [check["name"] for check in metrics["checks"] if check["status"] != "passed"]
     assert not failed, failed

@@ -168,7 +168,10 @@ def uses_sdk_bundle_operator(source: Path) -> bool:
 def operator_problem(facts: BundleFacts, found: dict[str, Any] | None, mount: str) -> str | None:
     """Why the image's SDK cannot serve the Bundle, in one clause with its fix; None when it can."""
     if found is None:
-        return "the image gave no answer about the SDK's bundle operator"
+        return (
+            "the probe ended before the SDK's bundle operator read it (no answer in its output); fix: run "
+            "the app once in the image and read its log"
+        )
     sdk = f"monai-deploy-app-sdk {found.get('monai-deploy-app-sdk', '?')}"
     stack = f"the image's {sdk} bundle operator with MONAI {found.get('monai', '?')}"
     if found.get("failed_imports"):
@@ -195,8 +198,8 @@ def _explain(facts: BundleFacts, error: str, found: dict[str, Any], mount: str) 
     if facts.root != stem:
         return (
             f" (the archive's root folder is {facts.root!r}, the app opens it as "
-            f"{PurePosixPath(mount).name}: the SDK looks for {stem}/{METADATA}); fix: save the model as "
-            f"{stem}.ts so that its root is {stem!r}"
+            f"{PurePosixPath(mount).name}: the SDK looks for {stem}/{METADATA}); fix: save it again with "
+            f"torch.jit.save to a file named {PurePosixPath(mount).name}, whose stem becomes the root folder"
         )
     renamed = found.get("renamed") or {}
     for old, new in renamed.items():
