@@ -121,6 +121,32 @@ def bundle_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) ->
     yield from held(build.build(profiles.load(), report=report, app=contract.load(BUNDLE_CONTRACT)))
 
 
+HOLOSCAN_CONTRACT = profiles.ROOT / "fixtures" / "holoscan" / "app.toml"
+HOLOSCAN_PROFILE = "bookworm-sdk3.5"  # shares the bookworm base: no second debootstrap in a cold run
+# The Holoscan app's host runs need App SDK 3.5 and holoscan, which shadow the classic SDK the suite's
+# own environment holds: they get an environment of their own, made as nox makes acceptance's.
+HOLOSCAN_HOST_ENVS = profiles.ROOT / ".cache" / "nox-holoscan"
+
+
+@pytest.fixture(scope="session")
+def holoscan_image(docker_host: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildRecord]:
+    """The Holoscan-generation fixture app's image (fixtures/holoscan) on its profile, built once."""
+    report = tmp_path_factory.mktemp("holoscan-build") / "build.json"
+    app = contract.load(HOLOSCAN_CONTRACT)
+    yield from held(build.build(profiles.load(HOLOSCAN_PROFILE), report=report, app=app))
+
+
+@pytest.fixture(scope="session")
+def holoscan_host_python() -> Path:
+    """A Python with the harness and the Holoscan app's [host] requirements: `nox -s acceptance -- --app
+    fixtures/holoscan/app.toml` installs the same, here into .cache/nox-holoscan (reused when present)."""
+    command = [sys.executable, "-m", "nox", "--envdir", str(HOLOSCAN_HOST_ENVS), "--install-only",
+               "-s", "acceptance", "--", "--app", str(HOLOSCAN_CONTRACT)]  # fmt: skip
+    done = subprocess.run(command, cwd=profiles.ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return HOLOSCAN_HOST_ENVS / "acceptance" / "bin" / "python"
+
+
 TORCH18_PROFILE = "bullseye-torch1.8"
 
 
@@ -148,11 +174,12 @@ def failing(tmp_path: Path) -> dict[str, Any]:
     return failing_metrics(tmp_path)
 
 
-def start_gate(args: list[str], logs: Path) -> subprocess.Popen[str]:
+def start_gate(args: list[str], logs: Path, python: str | Path = sys.executable) -> subprocess.Popen[str]:
     """`python -m validation acceptance ARGS` from the repo root, started; its output goes to files
-    in `logs`, so that gates run side by side never block on a full pipe."""
+    in `logs`, so that gates run side by side never block on a full pipe. `python`: another app
+    generation's environment (its host runs use the gate's interpreter)."""
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "validation", "acceptance", *args]
+    command = [str(python), "-m", "validation", "acceptance", *args]
     with (logs / "stdout").open("w") as stdout, (logs / "stderr").open("w") as stderr:
         return subprocess.Popen(command, cwd=profiles.ROOT, stdout=stdout, stderr=stderr, text=True)
 
@@ -168,10 +195,12 @@ def finish_gate(process: subprocess.Popen[str], logs: Path, timeout: float | Non
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
-def run_gate(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+def run_gate(
+    args: list[str], timeout: float | None = None, python: str | Path = sys.executable
+) -> subprocess.CompletedProcess[str]:
     """One gate, run to its end (start_gate and finish_gate), its output kept in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="armgate-gate-output-") as logs:
-        return finish_gate(start_gate(args, Path(logs)), Path(logs), timeout)
+        return finish_gate(start_gate(args, Path(logs), python), Path(logs), timeout)
 
 
 def fixture_digest() -> dict[str, str]:
