@@ -254,6 +254,20 @@ def test_only_an_app_importing_the_sdk_bundle_operator_needs_it(tmp_path: Path) 
     assert bundle_model.uses_sdk_bundle_operator(tmp_path)
 
 
+def test_a_plain_torchscript_for_an_app_on_the_bundle_operator_is_refused_before_the_image() -> None:
+    """The operator would fail every case with `Invalid suffix 'yml'`; the gate says why, once, first."""
+    for check in (model_check.bundle_check, model_check.require_usable_model):
+        with pytest.raises(GateError) as error:
+            if check is model_check.bundle_check:
+                check(APP.default_model, BUNDLE_APP)
+            else:  # before it asks the engine about the image (there is none by this name)
+                check("armgate/no-such-image:never", APP.default_model, BUNDLE_APP)
+        message = str(error.value)
+        assert message.startswith(f"model check: {APP.default_model} is a plain TorchScript (no ")
+        assert "uses the SDK's MonaiBundleInferenceOperator, which reads a MONAI Bundle" in message
+    assert model_check.bundle_check(APP.default_model, APP) is None  # an app that needs none
+
+
 @pytest.mark.slow  # the probe runs torch and the SDK on the host
 def test_the_bundle_apps_model_is_read_by_the_sdk_operator() -> None:
     """The fixture Bundle carries its metadata under `_meta_` in inference.json too: SDK 0.5.1 reads it
@@ -263,7 +277,6 @@ def test_the_bundle_apps_model_is_read_by_the_sdk_operator() -> None:
     assert check.output_shape == (1, 3, 64, 64, 64) and "SDK bundle operator reads its configs" in check.line
 
 
-@pytest.mark.slow
 @pytest.mark.slow  # the probe runs torch and the SDK on the host
 def test_a_normally_exported_bundle_is_refused_naming_the_key_rename(normal_bundle: Path) -> None:
     with zipfile.ZipFile(normal_bundle) as archive:

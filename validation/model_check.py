@@ -85,11 +85,19 @@ class BundleCheck:
 
 
 def bundle_check(model: Path, app: AppContract) -> BundleCheck | None:
-    """None for a plain TorchScript file."""
+    """None for a plain TorchScript file; a GateError when the app needs a Bundle and this is none."""
     facts = bundle_model.bundle_facts(model)
+    uses_operator = bundle_model.uses_sdk_bundle_operator(app.source)
     if facts is None:
+        if uses_operator:
+            inside, operator = f"<root>/{bundle_model.METADATA}", bundle_model.OPERATOR
+            raise GateError(
+                f"model check: {model} is a plain TorchScript (no {inside} inside), but the app in "
+                f"{app.source} uses the SDK's {operator}, which reads a MONAI Bundle; pass the Bundle "
+                "export of the model (README: Bundle models)"
+            )
         return None
-    return BundleCheck(facts, bundle_model.uses_sdk_bundle_operator(app.source))
+    return BundleCheck(facts, uses_operator)
 
 
 def archive_facts(model: Path) -> ArchiveFacts:
@@ -288,6 +296,7 @@ def require_usable_model(
     second gate of the same image and model does not pay for another emulated torch start. An image of another
     architecture is left to the architecture check and the case runs, which name it.
     """
+    bundle_check(model, app)  # a plain TorchScript for a Bundle app: one line, whatever is remembered
     image_id, found = _image_identity(image)
     if found != platform:
         print(f"model check: not run, image {image} is {found}, not {platform}", flush=True)
