@@ -204,6 +204,7 @@ def test_each_bad_output_fails_for_its_own_reason(
     assert result.returncode == 1, result.stdout[-3000:]
     assert failing in failed and reason in failed[failing], failed
     assert list(failed) == [failing], failed  # one cause, one failure; what depends on it is not evaluated
+    assert "\n" not in failed[failing] and " where " not in result.stdout, result.stdout  # its own words only
     masks = [c for name, c in found.items() if name.startswith("test_mask[")]
     assert masks and all(c["status"] == "not_evaluated" for c in masks), masks
     if variant == "localizer":

@@ -25,6 +25,7 @@ from validation import (
     cases,
     contract,
     interrupts,
+    map_contract,
     model_check,
     profiles,
     progress,
@@ -70,7 +71,7 @@ def gate_results(
     image = results.ImageSummary(
         config.image,
         facts.id if facts else None,
-        config.profile.name,
+        config.profile.name if config.app.package is None else "none: a MAP, run by its own manifests",
         facts.platform if facts else None,
         facts.size if facts else None,
         dict(facts.labels) if facts else {},
@@ -82,6 +83,8 @@ def gate_results(
         "outputs": dict(config.app.outputs),
         "window_hu": list(config.app.window_hu),
     }
+    if config.app.package is not None:  # what the MAP's manifests said, and in which form
+        app["map"] = config.app.package.facts()
     record = config.shard.record(config.reports) if config.shard else None
     return results.GateResults(
         verdict=outcome.name,
@@ -134,7 +137,11 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
         prog="python -m validation acceptance", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="profile name or TOML path")
-    parser.add_argument("--app", type=Path, default=contract.DEFAULT_CONTRACT, help="app contract (TOML)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--app", type=Path, default=contract.DEFAULT_CONTRACT, help="app contract (TOML)")
+    which.add_argument(
+        "--map", type=Path, help="gate the MAP --image by its own manifests; FILE: its short contract (TOML)"
+    )
     parser.add_argument("--image", help="image to gate (default: the one in reports/build.json)")
     parser.add_argument("--cases", type=Path, help="folder of case folders (default: the app's)")
     parser.add_argument("--model", type=Path, help="TorchScript model (default: the app's)")
@@ -153,10 +160,17 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
     parser.add_argument("--locks", type=Path, help="folder of the app's locks (default: locks/ by it)")
     args = parser.parse_args(argv)
     spec = shard.parse_spec(args.shard) if args.shard is not None else None
-    profile, app = profiles.load(args.profile), contract.load(args.app)
-    model = args.model or app.default_model
-    if not model.is_file():
-        raise GateError(f"{model}: model not found; pass --model PATH to a TorchScript model")
+    profile = profiles.load(args.profile)
+    if args.map is not None:  # the app's facts, its models included, come from the image's manifests
+        if args.model is not None:
+            raise GateError(f"{args.map}: a MAP brings its models in its image; leave out --model")
+        app = map_contract.load_for_image(args.map, args.image)
+        model = app.default_model
+    else:
+        app = contract.load(args.app)
+        model = args.model or app.default_model
+        if not model.is_file():
+            raise GateError(f"{model}: model not found; pass --model PATH to a TorchScript model")
     selected, shard_plan = cases.discover(args.cases or app.default_cases, app), None
     if spec is not None:
         selected, shard_plan = shard.select(spec, selected)
@@ -176,10 +190,12 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
     options = [f"-k {args.keyword}"] if args.keyword else []
     options += ["--no-host"] if args.no_host else []
     pytest_args = ["-k", args.keyword] if args.keyword else []
+    # a MAP's image checks are its own: it is no image of a profile, with a profile's pins and labels
+    pytest_args.append(f"--ignore={CHECKS_DIR / ('test_image.py' if app.package else 'test_map.py')}")
     if shard_plan is not None:
         options.append(f"--shard {spec}")
         if not shard_plan.image_checks:  # not collected (so not "left out"): shard 1 runs them
-            pytest_args.append(f"--ignore={CHECKS_DIR / 'test_image.py'}")
+            pytest_args += [f"--ignore={CHECKS_DIR / name}" for name in ("test_image.py", "test_map.py")]
     return config, verdict.Scope(options, shard=str(spec) if spec else None), pytest_args
 
 
@@ -207,14 +223,17 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     from validation import report
 
     config = session.config
-    # Before any case: a model the image's torch cannot read fails here in one line, not mid-case.
-    model_check.require_usable_model(
-        config.image, config.model, config.app, config.profile.platform, session.labels
-    )
+    # Before any case: a model the image's torch cannot read fails here in one line, not mid-case. (A MAP's
+    # manifests were checked against its image when it was read: its command, app and models are there.)
+    if config.app.package is None:
+        model_check.require_usable_model(
+            config.image, config.model, config.app, config.profile.platform, session.labels
+        )
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     evidence = Evidence(session)
     args = [
         str(CHECKS_DIR), "-p", "no:cacheprovider", "-q", "--capture=sys", "--no-header", "-rN", "--tb=line",
+        "--assert=plain",  # a check says why in its own words: no introspection of its locals
         f"--junitxml={config.reports / 'junit.xml'}", "-o", "junit_family=xunit2",
         f"--rootdir={CHECKS_DIR}", "-c", "/dev/null", *pytest_args,
     ]  # fmt: skip
@@ -238,6 +257,8 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     junit_extra = shard.junit_properties(recorded)
     verdict.add_junit_properties(config.reports / "junit.xml", outcome, scope, junit_extra)
     html = report.write_report(gated, config.reports)  # the cases with their overlays in memory
+    if config.app.package is not None:
+        print(map_contract.summary(config.app.package))
     print(report.console_summary(gated))
     print(f"report: {html}")
     return outcome.exit_code
