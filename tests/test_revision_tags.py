@@ -3,6 +3,8 @@ and never touches another profile's tags or tags of another form."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import build, run
+from validation import build, contract, run
 from validation.build import RevisionTag
 
 REV = ["a" * 12, "b" * 12, "c" * 12, "d" * 12]  # committed in this order
@@ -100,3 +102,43 @@ def test_prune_spares_an_image_held_by_a_running_gate(repository: str, tmp_path:
     assert removed == [f"bookworm-{REV[1]}"]
     assert sorted(left) == sorted([f"bookworm-{REV[0]}", f"bookworm-{REV[2]}", f"bookworm-{REV[3]}"])
     assert not run.leftover_containers("org.armgate.test=prune")
+
+
+def _app_at(source: Path) -> contract.AppContract:
+    return dataclasses.replace(contract.load(), source=source)
+
+
+def test_an_app_outside_any_repository_is_revised_by_its_files(tmp_path: Path) -> None:
+    """An app outside armgate's checkout gets a revision of its own: editing it makes a new tag, so the
+    image gated before keeps its own (the build prunes only revisions older than the previous one)."""
+    source = tmp_path / "app"
+    source.mkdir()
+    (source / "__main__.py").write_text("print('segment')\n")
+    first, created = build.app_revision(_app_at(source))
+    assert re.fullmatch(r"[0-9a-f]{12}", first) and created == build.git_revision()[1]
+    (source / "__pycache__").mkdir()
+    (source / "__pycache__" / "x.pyc").write_bytes(b"bytecode")
+    assert build.app_revision(_app_at(source))[0] == first  # bytecode is not the app
+    (source / "__main__.py").write_text("print('segment')  # edited\n")
+    assert build.app_revision(_app_at(source))[0] != first
+    assert re.fullmatch(build.REVISION_TAG, first)
+
+
+def test_an_app_in_its_own_repository_is_revised_by_its_commit(tmp_path: Path) -> None:
+    source = tmp_path / "team-app"
+    source.mkdir()
+    (source / "__main__.py").write_text("print('segment')\n")
+    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "app"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    assert build.app_revision(_app_at(source))[0] == head.stdout.strip()
+    (source / "__main__.py").write_text("print('segment')  # edited\n")
+    assert build.app_revision(_app_at(source))[0] == head.stdout.strip() + "-dirty"
+
+
+def test_armgates_own_apps_take_armgates_revision() -> None:
+    revision, created = build.app_revision(contract.load())
+    assert revision.removesuffix("-dirty") == build.git_revision()[0].removesuffix("-dirty")
+    assert created == build.git_revision()[1]

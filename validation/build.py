@@ -7,6 +7,7 @@ build, the base included, goes through `docker buildx build --platform linux/arm
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -62,17 +63,45 @@ class BuildRecord:
             raise GateError(f"{path}: not a build record of this armgate; run `nox -s build` again") from None
 
 
+def _git(folder: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 def git_revision() -> tuple[str, str]:
-    """(short revision, commit time): the commit time makes the `created` label reproducible."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    revision = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "app", "container"):
+    """(short revision, commit time) of armgate: the commit time makes the `created` label reproducible."""
+    revision = _git(ROOT, "rev-parse", "--short=12", "HEAD") or "unknown"
+    if _git(ROOT, "status", "--porcelain", "--", "app", "container"):
         revision += "-dirty"
-    return revision, git("log", "-1", "--format=%cI") or "1970-01-01T00:00:00Z"
+    return revision, _git(ROOT, "log", "-1", "--format=%cI") or "1970-01-01T00:00:00Z"
+
+
+def source_hash(folder: Path) -> str:
+    """sha256 of a folder's files (paths and bytes; bytecode aside), as the build copies them."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if "__pycache__" in relative.parts or path.suffix == ".pyc":
+            continue
+        digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def app_revision(app: contract.AppContract) -> tuple[str, str]:
+    """(revision, commit time) of the app the image holds: armgate's own for an app in this checkout; the
+    app's repository's for an app in another git work tree (-dirty when its folder has changes); else the
+    first 12 hex digits of its files' hash, with armgate's commit time. An edited app is a new revision."""
+    source = app.source
+    if source == ROOT or ROOT in source.parents:
+        revision, created = git_revision()
+        if _git(ROOT, "status", "--porcelain", "--", str(source)) and not revision.endswith("-dirty"):
+            revision += "-dirty"
+        return revision, created
+    head = _git(source, "rev-parse", "--short=12", "HEAD")
+    if head:
+        dirty = "-dirty" if _git(source, "status", "--porcelain", "--", ".") else ""
+        return head + dirty, _git(source, "log", "-1", "--format=%cI") or git_revision()[1]
+    return source_hash(source)[:12], git_revision()[1]
 
 
 def require_engine() -> None:
@@ -124,7 +153,8 @@ def make_debootstrap_base(profile: profiles.Profile) -> str:
     return reference
 
 
-# `<profile>-<revision>`: git_revision()'s short hash, "unknown" outside git, "-dirty" with local changes
+# `<profile>-<revision>`: app_revision()'s short hash (a git commit or the app's files' hash), "unknown"
+# outside git, "-dirty" with local changes
 REVISION_TAG = r"(?:[0-9a-f]{7,40}|unknown)(?:-dirty)?"
 KEEP_REVISIONS = 2  # the current revision's tag and the previous one
 
@@ -295,7 +325,7 @@ def build(
         base_reference = make_debootstrap_base(profile)
     else:
         base_reference = pull_base(profile)
-    revision, created = git_revision()
+    revision, created = app_revision(app)
     lock_sha = lock.lock_hash(installed_lock) if installed_lock else None
     image = f"armgate/{app.name}:{profile.name}"
     tags = [image, f"{image}-{revision}", *extra_tags]
