@@ -17,6 +17,7 @@ nox.options.default_venv_backend = "virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["lint", "tests"]
 
+ROOT = Path(__file__).resolve().parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 DEFAULT_CONTRACT = Path("container/app.toml")
 # The host runs the app with a CPU build of torch (README, "Host torch"): from PyPI, torch >= 2.11
@@ -45,10 +46,11 @@ def torch_index_args(session: nox.Session) -> list[str]:
     return ["--extra-index-url", index]
 
 
-def app_host_requirements(posargs: list[str]) -> list[str]:
+def app_host_requirements(posargs: list[str], invoked_from: str = ".") -> list[str]:
     """The reference run's requirements, from the app contract (--app FILE, else container/app.toml): its
     [host] requirements and, when it names one, the app's own requirements file (as the image)."""
-    contract = Path(posargs[posargs.index("--app") + 1]) if "--app" in posargs[:-1] else DEFAULT_CONTRACT
+    named = "--app" in posargs[:-1]
+    contract = Path(invoked_from, posargs[posargs.index("--app") + 1]) if named else ROOT / DEFAULT_CONTRACT
     data = tomllib.loads(contract.read_text())
     own = data.get("app", {}).get("requirements")
     return [*data["host"]["requirements"], *([f"--requirement={contract.parent / own}"] if own else [])]
@@ -68,12 +70,21 @@ def fixture_apps_host_requirements() -> list[str]:
 def install_groups(session: nox.Session, *groups: str, app: bool = False, extra: list[str] = ()) -> None:
     """The dependency groups, with app=True the app contract's host requirements, and `extra`."""
     requirements = [req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)]
-    requirements += app_host_requirements(session.posargs) if app else []
+    requirements += app_host_requirements(session.posargs, session.invoked_from) if app else []
     requirements += list(extra)
     torch = [req for req in requirements if re.match(r"torch\b(?![-_.\w])", req)]
     if torch:  # first, on its own, so only torch (and its few dependencies) may come from the CPU index
         session.install(*torch, *torch_index_args(session))
     session.install(*dict.fromkeys(requirements))
+
+
+def run_validation(session: nox.Session, command: str, env: dict[str, str] | None = None) -> None:
+    """`python -m validation COMMAND ARGS` from the folder nox was started in, so that the paths a user
+    passes (--app, --cases, --model, --reports ...) mean what they mean there; -P keeps a folder of the
+    user's own named `validation` from shadowing armgate's, which PYTHONPATH names."""
+    session.chdir(session.invoked_from)
+    env = {"PYTHONPATH": str(ROOT), **(env or {})}
+    session.run("python", "-P", "-m", "validation", command, *session.posargs, env=env)
 
 
 @nox.session(venv_backend="none")
@@ -86,35 +97,35 @@ def prepare(session: nox.Session) -> None:
 def lock(session: nox.Session) -> None:
     """Resolve each hermetic profile's requirements for its target into container/locks/."""
     install_groups(session, "harness")
-    session.run("python", "-m", "validation", "lock", *session.posargs)
+    run_validation(session, "lock")
 
 
 @nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Build the linux/arm64 image for a profile (--profile NAME) and write reports/build.json."""
     install_groups(session, "harness")
-    session.run("python", "-m", "validation", "build", *session.posargs)
+    run_validation(session, "build")
 
 
 @nox.session(default=False)
 def acceptance(session: nox.Session) -> None:
     """Gate the built image: image checks, inference on the fixture cases, mask comparison, report."""
     install_groups(session, "harness", app=True)
-    session.run("python", "-m", "validation", "acceptance", *session.posargs, env=QUIET_WARNINGS)
+    run_validation(session, "acceptance", env=QUIET_WARNINGS)
 
 
 @nox.session(default=False)
 def merge(session: nox.Session) -> None:
     """Merge the report folders of `acceptance --shard K/N` runs into one verdict and report."""
     install_groups(session, "harness")
-    session.run("python", "-m", "validation", "merge", *session.posargs)
+    run_validation(session, "merge")
 
 
 @nox.session(default=False)
 def golden(session: nox.Session) -> None:
     """Write a case's golden label map from the app's SEG or mask on this host (the reference platform)."""
     install_groups(session, "harness", app=True)
-    session.run("python", "-m", "validation", "golden", *session.posargs, env=QUIET_WARNINGS)
+    run_validation(session, "golden", env=QUIET_WARNINGS)
 
 
 @nox.session

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -136,3 +137,25 @@ def test_merge_session_merges_two_shards_in_its_own_environment(
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["verdict"] == "pass"
     assert "<h1>PASS</h1>" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_session_reads_paths_from_the_folder_nox_was_started_in(
+    session_python: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A team runs armgate's noxfile from its own folder with its own relative paths (`nox -f`): they
+    mean what they mean there, not in armgate's checkout."""
+    from tests.test_seg import label_map, make_ct_series, make_seg
+    from tests.test_seg_only import write_contract
+
+    envdir = session_python("golden").parents[2]
+    work = tmp_path / "team"
+    source = make_ct_series(work / "ct")
+    (work / "out").mkdir()
+    make_seg(work / "out" / "1.2.3.dcm", source, label_map(), ["liver", "right kidney"])
+    shutil.copy(write_contract(tmp_path, '[outputs]\nseg = "*.dcm"'), work / "contract.toml")
+    nox = [sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "--envdir", str(envdir), "-R"]
+    args = ["--app", "contract.toml", "--seg", "out/1.2.3.dcm", "--dicom", "ct", "-o", "golden.nii.gz"]
+    result = subprocess.run([*nox, "-s", "golden", "--", *args], cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (work / "golden.nii.gz").is_file() and not (ROOT / "golden.nii.gz").exists()
