@@ -128,6 +128,13 @@ def golden(session: nox.Session) -> None:
     run_validation(session, "golden", env=QUIET_WARNINGS)
 
 
+@nox.session(default=False)
+def compare(session: nox.Session) -> None:
+    """Compare two NIfTI label masks (e.g. a golden with its ground truth): per-label metrics and checks."""
+    install_groups(session, "harness")
+    run_validation(session, "compare")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run armgate's own test suite (builds and gates the default image; Docker required in CI)."""

@@ -28,6 +28,7 @@ LOADS = {
     "lock": ("validation",),
     "build": ("validation",),
     "merge": ("validation",),
+    "compare": ("validation",),
     "acceptance": ("validation", "app:"),
     "golden": ("validation", "app:"),
     "fixtures": ("validation", "fixtures", "app:"),
