@@ -48,7 +48,10 @@ def torch_index_args(session: nox.Session) -> list[str]:
 
 def app_host_requirements(posargs: list[str], invoked_from: str = ".") -> list[str]:
     """The reference run's requirements, from the app contract (--app FILE, else container/app.toml): its
-    [host] requirements and, when it names one, the app's own requirements file (as the image)."""
+    [host] requirements and, when it names one, the app's own requirements file (as the image). A MAP
+    (--map FILE) brings no source, so there is no reference run to install for."""
+    if "--map" in posargs:
+        return []
     named = "--app" in posargs[:-1]
     contract = Path(invoked_from, posargs[posargs.index("--app") + 1]) if named else ROOT / DEFAULT_CONTRACT
     data = tomllib.loads(contract.read_text())

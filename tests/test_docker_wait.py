@@ -61,7 +61,7 @@ def test_a_failed_docker_wait_is_reported_with_its_reason_not_as_a_timeout(
         "(exit 1); the app's last line: stage 'imports' started"
     )
     assert result.seconds < 60, "the failed wait ended the run at once"
-    assert "rm --force armgate-run-x" in calls.read_text(), "the container is removed all the same"
+    assert "rm --force --volumes armgate-run-x" in calls.read_text(), "the container is removed all the same"
 
 
 def test_a_run_past_its_limit_is_still_a_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

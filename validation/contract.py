@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -18,6 +19,9 @@ from packaging.utils import canonicalize_name
 from validation import generation, requirements_file
 from validation.errors import GateError
 from validation.profiles import ROOT, Fields, Profile, read_toml, reject_unknown_keys
+
+if TYPE_CHECKING:
+    from validation.map_image import MapPackage
 
 DEFAULT_CONTRACT = ROOT / "container" / "app.toml"
 # What an app may write, by kind; the contract gives each a glob pattern within the output folder, and
@@ -81,6 +85,7 @@ class AppContract:
     sdk: str = "classic"  # the App SDK generation it is written for (profiles.SDK_GENERATIONS)
     env: dict[str, str] = field(default_factory=dict)  # variables it reads, with {input}/{model}/{output}
     resources: dict[str, str] = field(default_factory=dict)  # its app.yaml's resources (memory as docker's)
+    package: MapPackage | None = None  # a MAP gated by its own manifests (validation/map_contract.py)
 
     @property
     def install_dir(self) -> str:

@@ -242,9 +242,10 @@ def holding(image: str, platform: str, name: str, labels: Mapping[str, str]) -> 
 
 
 def remove(*names: str, timeout: float | None = None) -> None:
-    """Force-remove containers (ends their runs); a name that is already gone is no error."""
+    """Force-remove containers (ends their runs) with their anonymous volumes (a MAP run's working folder,
+    an image's VOLUME): nothing of a run is left behind. A name that is already gone is no error."""
     if names:
-        docker("rm", "--force", *names, timeout=timeout)
+        docker("rm", "--force", "--volumes", *names, timeout=timeout)
 
 
 def kill(name: str) -> None:

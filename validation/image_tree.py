@@ -30,6 +30,7 @@ class Entry:
     path: str  # relative to the image's root: "usr/bin/python3.11"
     kind: str
     read: Callable[[int], bytes]
+    link: str = ""  # a symlink's target, as written (absolute targets are the image's, not the host's)
 
 
 def _nothing(size: int = -1) -> bytes:
@@ -99,7 +100,8 @@ def layer_entries(dirs: list[Path], skip: Callable[[str], bool] | None = None) -
                         if regular:
                             inodes.add((info.st_dev, info.st_ino))
                         kind = "dir" if is_dir else "file" if regular else "other"
-                        yield Entry(path, kind, _file_reader(item.path) if regular else _nothing)
+                        link = os.readlink(item.path) if stat.S_ISLNK(info.st_mode) else ""
+                        yield Entry(path, kind, _file_reader(item.path) if regular else _nothing, link)
                     if not is_dir or _is_opaque(item.path):
                         hides.add(path)
                     if is_dir and not (skip and skip(path)):
@@ -116,7 +118,8 @@ def tar_entries(archive: tarfile.TarFile) -> Iterator[Entry]:
             handle = archive.extractfile(member)
             yield Entry(path, "file", handle.read if handle else _nothing)
         else:
-            yield Entry(path, "dir" if member.isdir() else "other", _nothing)
+            link = member.linkname if member.issym() else ""
+            yield Entry(path, "dir" if member.isdir() else "other", _nothing, link)
 
 
 def entries(image: str, platform: str, skip: Callable[[str], bool] | None = None) -> Iterator[Entry]:

@@ -55,8 +55,8 @@ class GatePlugin:
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """--no-host leaves out the checks marked host_run, by marker, never by a name's substring.
-        Checks of an output the app does not write (OUTPUT_MARKERS), and the series check of a case that
-        names no series, do not apply: not collected."""
+        Checks of an output the app does not write (OUTPUT_MARKERS), the series check of a case that
+        names no series, and a MAP's host runs do not apply: not collected."""
         app, config_cases = self.session.config.app, self.session.config.cases
         unwritten = [marker for marker, kind in OUTPUT_MARKERS.items() if kind not in app.outputs]
         items[:] = [item for item in items if not any(item.get_closest_marker(m) for m in unwritten)]
@@ -66,6 +66,8 @@ class GatePlugin:
             return not (series_check and item.callspec.params.get("case") in no_series)
 
         items[:] = [item for item in items if applies(item)]
+        if app.package is not None:  # a MAP brings no source: there is no host run to compare with
+            items[:] = [item for item in items if not item.get_closest_marker("host_run")]
         if self.session.config.no_host:
             left_out = [item for item in items if item.get_closest_marker("host_run")]
             if left_out:

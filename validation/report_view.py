@@ -205,6 +205,7 @@ def _image_view(results: GateResults) -> dict[str, Any]:
         ("Platform", image.platform),
         ("Size", size(image.size_bytes)),
         ("Revision", image.labels.get("org.opencontainers.image.revision")),
+        *((f"MAP {key.replace('_', ' ')}", value) for key, value in (results.app.get("map") or {}).items()),
     ]
     return {
         "facts": [(title, value if value not in (None, "") else "—") for title, value in facts],

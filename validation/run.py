@@ -48,6 +48,7 @@ class RunResult:
     command: list[str] = field(default_factory=list)
     cancelled: bool = False  # stopped by the gate itself (interrupt), not by the app or a limit
     wait_error: str = ""  # why `docker wait` failed, when it did: the run's end is then unknown
+    memory_basis: str = ""  # where the run's memory limit came from, said when the limit killed it
 
     @property
     def ok(self) -> bool:
@@ -80,8 +81,10 @@ class RunResult:
                 f"the app's last line: {last}"
             )
         if self.oom_killed:
+            basis = f" ({self.memory_basis})" if self.memory_basis else ""
             return (
-                f"{self.where} run was killed by its memory limit {self.stage}; the app's last line: {last}"
+                f"{self.where} run was killed by its memory limit{basis} {self.stage}; "
+                f"the app's last line: {last}"
             )
         if self.exit_code != 0:
             return f"{self.where} run exited with code {self.exit_code}: {last}"
@@ -166,6 +169,20 @@ def run_container(
     command = docker_run_command(
         image, name, app.mounts, input_dir, model, output_dir, memory, platform, hardened, labels, overlay
     )
+    return run_command(image, name, command, output_dir, timeout_s, cancel, on_memory)
+
+
+def run_command(
+    image: str,
+    name: str,
+    command: list[str],
+    output_dir: Path,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    on_memory: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Start a `docker run` argv of `engine.run_argv` (container `name`), wait for it as run_container
+    does, and always remove it: what every container run of a case shares, whoever made its argv."""
     started = time.monotonic()
     result = RunResult("container", output_dir, None, 0.0, command=command)
     failure, hint = f"docker run of {image} failed", f"; check that `docker image inspect {image}` finds it"

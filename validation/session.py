@@ -22,7 +22,19 @@ from typing import TextIO
 
 import pytest
 
-from validation import cases, contract, cores, engine, profiles, progress, results, run, shard, verdict
+from validation import (
+    cases,
+    contract,
+    cores,
+    engine,
+    map_run,
+    profiles,
+    progress,
+    results,
+    run,
+    shard,
+    verdict,
+)
 from validation.errors import GateError
 from validation.verdict import NOT_EVALUATED
 
@@ -124,6 +136,13 @@ class GateSession:
             app, model = self.config.app, self.config.model
             result = run.run_host(app, case.dicom_dir, model, output, case.timeout_s, work_dir=work)
             shutil.rmtree(work, ignore_errors=True)  # what the app left there is no output
+        elif self.config.app.package is not None:  # a MAP, run by its own manifests
+            result = map_run.run_map(
+                self.config.image, self.config.app.package, case.dicom_dir, output, case.timeout_s,
+                case.memory, self.config.profile.platform, self.config.hardened,
+                name=f"{run.CONTAINER_PREFIX}{self.run_id}-{name}", labels=self.labels, cancel=self.stopping,
+                on_memory=lambda peak: steps.update(memory_bytes=peak), facts=self.image_facts,
+            )  # fmt: skip
         else:
             result = run.run_container(
                 self.config.image, self.config.app, case.dicom_dir, self.config.model, output,
