@@ -14,7 +14,7 @@ from validation.errors import GateError
 # subcommand -> module whose `main(argv) -> int` runs it
 SUBCOMMANDS = {
     "host": "validation.host_cli",
-    "lock": "validation.lock",
+    "lock": "validation.lock_cli",
     "build": "validation.build",
     "compare": "validation.compare_cli",
     "acceptance": "validation.gate",

@@ -8,7 +8,6 @@ hospitals and companies put in front of PyPI; the build itself never touches the
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -197,26 +196,3 @@ def ensure_wheels(
             f"{lock_path}: no wheel for {names} after download; check the lock's platform"
         )
     return directory
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m validation lock", description=compile_lock.__doc__)
-    parser.add_argument(
-        "--profile", action="append", help="profile name or TOML path (default: all hermetic ones)"
-    )
-    parser.add_argument("--app", type=Path, help="an app contract: lock its requirements with the profile's")
-    parser.add_argument("--locks", type=Path, help="folder of the app's locks (default: locks/ by it)")
-    args = parser.parse_args(argv)
-    if args.app or args.locks:
-        from validation import app_lock  # imports this module
-
-        return app_lock.main(args.app, args.profile or [profiles.DEFAULT_PROFILE], args.locks)
-    names = args.profile or profiles.available()
-    for name in names:
-        profile = profiles.load(name)
-        if profile.install == "wheelhouse":
-            path = compile_lock(profile)
-            print(f"{path.relative_to(profiles.ROOT)}: {len(parse_lock(path))} packages")
-        elif args.profile:
-            raise GateError(f"{profile.path}: installs from the network; nothing to lock")
-    return 0
