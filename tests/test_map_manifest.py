@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from validation import gate, map_contract, map_image, map_manifest, map_run, run
+from validation import gate, map_contract, map_image, map_manifest, map_run, report_view, run
 from validation.errors import GateError
 from validation.map_image import ImagePaths, MapPackage
+from validation.results import GateResults
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_WHERE, PKG_WHERE = "img /etc/holoscan/app.json", "img /etc/holoscan/pkg.json"
@@ -347,3 +348,18 @@ def test_the_gate_takes_an_app_contract_or_a_map_contract_not_both(
     with pytest.raises(SystemExit) as exited:
         gate.parse_args(["--app", "container/app.toml", "--map", "fixtures/map/map.toml", "--image", "m"])
     assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_the_report_says_which_form_each_manifest_was_in(passing: dict) -> None:
+    """The HTML report's image table shows what metrics.json records of the MAP (the forms first)."""
+    facts = package().facts()
+    view = report_view.view_model(GateResults.from_dict({**passing, "app": {"name": "x", "map": facts}}))
+    rows = dict(view["image"]["facts"])
+    assert rows["MAP app json"].startswith("/etc/holoscan/app.json: the packager's form (command a JSON list")
+    assert rows["MAP pkg json"].startswith(
+        "/etc/holoscan/pkg.json: the packager's form (models a name -> path"
+    )
+    assert rows["MAP models"] == "model: /opt/holoscan/models/model"
+    assert rows["MAP limits"] == "memory 2g (pkg.json resources.memory 2Gi), shared memory 64m, cpus 1"
+    plain = dict(report_view.view_model(GateResults.from_dict(passing))["image"]["facts"])
+    assert not [title for title in plain if title.startswith("MAP")], "an app built by armgate shows none"

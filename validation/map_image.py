@@ -113,7 +113,7 @@ class MapPackage:
             "input": app.input_path,
             "output": app.output_path,
             "application_root": pkg.application_root,
-            "models": dict(pkg.models),
+            "models": ", ".join(f"{name}: {path}" for name, path in pkg.models.items()) or "none named",
             "limits": pkg.limits.describe(),
             "timeout_s": app.timeout_s,
             "user": self.user,
