@@ -83,9 +83,14 @@ def manifest(made: map_build.MapBuild, name: str) -> dict:
 
 
 def test_the_packager_writes_the_map_but_does_not_build_it_offline(map_image: map_build.MapBuild) -> None:
-    assert map_image.packager_exit == 1 and map_image.packager_stop.startswith("ERROR"), (
-        map_image.packager_stop
-    )
+    stop = map_image.packager_stop
+    assert map_image.packager_exit == 1 and stop.startswith("ERROR"), stop
+    # where it stops: booting the docker-container builder it always creates, whose BuildKit image is Docker
+    # Hub's (no registry is reachable from the build hosts)
+    log = (map_image.context.parent / "packager.log").read_text()
+    assert "Creating Docker BuildKit builder `holoscan_app_builder` using `docker-container`" in log
+    assert "registry-1.docker.io" in stop, stop
+    assert (map_image.context / "map" / "app.json").is_file() and (map_image.context / "tools").is_file()
     labels = engine.require_image(map_image.image, "").labels
     assert labels["org.nvidia.holoscan"] == "3.11.0" and labels["org.monai.deploy.app-sdk"] == "3.5.0"
     assert len(map_image.adapted) == len(map_build.config()["offline"]), "each offline rule applied once"
