@@ -30,6 +30,8 @@ from validation.errors import GateError
 
 APP = contract.load()
 BUNDLE_APP = contract.load(BUNDLE_CONTRACT)
+BUNDLE_MOUNT = BUNDLE_APP.mounts.model
+SHAPE_64 = (1, 1, 64, 64, 64)
 
 
 class TwoConvNet(torch.nn.Module):
@@ -94,7 +96,9 @@ def test_verdict_is_one_line_naming_archive_and_torch(
     host_conv_model: Path, output: str, exit_code: int | None, expected: str
 ) -> None:
     facts = model_check.archive_facts(host_conv_model)
-    check = model_check._verdict(host_conv_model, facts, output, exit_code, 1.0, APP.model_input_shape)
+    check = model_check._verdict(
+        host_conv_model, facts, output, exit_code, 1.0, APP.model_input_shape, None, APP.mounts.model
+    )
     assert not check.ok and "\n" not in check.line
     assert f"TorchScript file format {facts.file_format}" in check.line
     assert re.search(expected, check.line), check.line
@@ -311,7 +315,7 @@ def test_metadata_packages_the_image_lacks_are_said_not_failed() -> None:
     found = {"ok": True, "failed_imports": [], "missing_packages": ["nibabel"]}
     output = 'ARMGATE_TORCH 2.10.0\nARMGATE_MODEL_CHECK {"ok": true, "output_shape": [1, 3, 64, 64, 64]}\n'
     output += bundle_model.BUNDLE_MARKER + json.dumps(found) + "\n"
-    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, (1, 1, 64, 64, 64), bundle)
+    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, SHAPE_64, bundle, BUNDLE_MOUNT)
     assert check.ok and check.line.endswith("; its metadata names nibabel, which the image lacks"), check.line
 
 
@@ -345,19 +349,19 @@ def test_a_bundle_the_operator_cannot_serve_fails_in_one_line(found: dict | None
     if found is not None:
         output += bundle_model.BUNDLE_MARKER + json.dumps(found) + "\n"
     shape = (1, 1, 64, 64, 64)
-    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, shape, bundle, "/model/model.ts")
+    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, shape, bundle, BUNDLE_MOUNT)
     assert not check.ok and "\n" not in check.line
     assert re.search(expected, check.line), check.line
     # an app that does not use the operator is not held to it
     plain = model_check.BundleCheck(bundle.facts, through_operator=False)
-    assert model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, (1, 1, 64, 64, 64), plain).ok
+    assert model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, SHAPE_64, plain, BUNDLE_MOUNT).ok
 
 
 def test_a_bundle_whose_network_disagrees_with_its_metadata_fails() -> None:
     facts = model_check.archive_facts(BUNDLE_MODEL)
     bundle = model_check.BundleCheck(model_check.bundle_check(BUNDLE_MODEL, BUNDLE_APP).facts, False)
     output = 'ARMGATE_TORCH 2.10.0\nARMGATE_MODEL_CHECK {"ok": true, "output_shape": [1, 2, 64, 64, 64]}\n'
-    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, (1, 1, 64, 64, 64), bundle)
+    check = model_check._verdict(BUNDLE_MODEL, facts, output, 0, 1.0, SHAPE_64, bundle, BUNDLE_MOUNT)
     assert not check.ok
     assert "its metadata declares 3 output channels and the network gives 2" in check.line, check.line
 

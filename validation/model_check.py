@@ -177,10 +177,10 @@ def _verdict(
     exit_code: int | None,
     seconds: float,
     input_shape: tuple[int, ...],
-    bundle: BundleCheck | None = None,
-    mount: str = "/model/model.ts",
+    bundle: BundleCheck | None,
+    mount: str,
 ) -> ModelCheck:
-    """One line either way: what loaded in which torch, or why not."""
+    """One line either way: what loaded in which torch, or why not (`mount`: where the app opens it)."""
     lines = output.splitlines()
     torch = next((line[len(TORCH_MARKER) :] for line in lines if line.startswith(TORCH_MARKER)), "unknown")
     result = next((json.loads(line[len(MARKER) :]) for line in lines if line.startswith(MARKER)), None)
