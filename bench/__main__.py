@@ -7,7 +7,8 @@ puts that table in README.md. Exit 1 when a figure is invalid (a gate run that d
 --strict when a target is missed.
 
 Sections: gate (bench/overhead.py), rebuild (bench/rebuild.py), size (bench/size.py), compare
-(bench/compare_speed.py), scaling (bench/scaling.py). This package imports the gate; the gate never
+(bench/compare_speed.py), scaling (bench/scaling.py), realsize (bench/realsize.py: real-size networks'
+windows under QEMU and on the host). This package imports the gate; the gate never
 imports it.
 """
 
@@ -30,11 +31,11 @@ from validation import build, contract, interrupts, profiles
 from validation.errors import GateError
 
 REPORT = build.REPORTS / "bench.json"
-SECTIONS = ("gate", "rebuild", "size", "compare", "scaling")
+SECTIONS = ("gate", "rebuild", "size", "compare", "scaling", "realsize")
 
 
 def section_functions() -> dict[str, Callable[[common.Context], list[Figure]]]:
-    from bench import compare_speed, overhead, rebuild, scaling, size
+    from bench import compare_speed, overhead, realsize, rebuild, scaling, size
 
     return {
         "gate": overhead.section_gate,
@@ -42,17 +43,20 @@ def section_functions() -> dict[str, Callable[[common.Context], list[Figure]]]:
         "size": size.section_size,
         "compare": compare_speed.section_compare,
         "scaling": scaling.section_scaling,
+        "realsize": realsize.section_realsize,
     }
 
 
 def failed_rows(section: str, jobs: list[int]) -> list[Headline]:
     """The headline rows of a section that failed, as its module declares them (the gate's: one per
     --jobs value), so the table still has every headline row."""
-    from bench import compare_speed, overhead, rebuild, scaling, size
+    from bench import compare_speed, overhead, realsize, rebuild, scaling, size
 
     if section == "gate":
         return [overhead.headline(j) for j in jobs]
-    modules = {"rebuild": rebuild, "size": size, "compare": compare_speed, "scaling": scaling}
+    modules = {
+        "rebuild": rebuild, "size": size, "compare": compare_speed, "scaling": scaling, "realsize": realsize,
+    }  # fmt: skip
     return list(modules[section].HEADLINES)
 
 
@@ -126,7 +130,7 @@ def run_bench(args: argparse.Namespace) -> int:
             f"profile {profile.name}: the bench needs a hermetic (wheelhouse, debootstrap) profile"
         )
     build.require_engine()
-    needs_image = {"gate", "size", "scaling"} & set(args.sections)
+    needs_image = {"gate", "size", "scaling", "realsize"} & set(args.sections)
     image = gate.resolve_image(args.image, profile, app) if needs_image else (args.image or "")
     clock = time.monotonic()
     logs = args.report.with_name(args.report.stem + "-logs")
