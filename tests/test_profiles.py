@@ -177,3 +177,18 @@ def test_invalid_holoscan_profile_field_is_one_line_naming_it(tmp_path: Path, ed
     with pytest.raises(GateError, match=message) as error:
         profiles.load(str(broken))
     assert str(broken) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_trixie_base_is_emulated_with_cheap_pointer_authentication(tmp_path: Path) -> None:
+    """Trixie's binaries use pointer authentication; QEMU's default CPU computes it with QARMA5 in
+    software (4-5 times slower): the profile's qemu_cpu reaches the build's steps as a build arg."""
+    from tests.test_build_plan import _args, _build_args
+
+    assert profiles.load("trixie-sdk4.0").base.qemu_cpu == "max,pauth-impdef=on"
+    assert _build_args(_args("trixie-sdk4.0", tmp_path / "t"))["QEMU_CPU"] == "max,pauth-impdef=on"
+    assert "QEMU_CPU" not in _build_args(_args("bookworm", tmp_path / "b"))  # unset: no step or cache changes
+    trixie = (profiles.PROFILES_DIR / "trixie-sdk4.0.toml").read_text()
+    broken = tmp_path / "broken.toml"
+    broken.write_text(trixie.replace('qemu_cpu = "max,pauth-impdef=on"', 'qemu_cpu = "max pauth"'))
+    with pytest.raises(GateError, match=r"broken\.toml: field 'base\.qemu_cpu' is 'max pauth'; expected"):
+        profiles.load(str(broken))

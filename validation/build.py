@@ -133,6 +133,8 @@ def make_debootstrap_base(profile: profiles.Profile) -> str:
             "debootstrap", f"--arch={profile.platform.split('/')[1]}", f"--variant={base.variant}",
             f"--include={','.join(base.include)}", base.suite, str(rootfs), host.debian_mirror(),
         ]  # fmt: skip
+        if base.qemu_cpu:  # debootstrap's second stage runs the base's own binaries under emulation
+            command = ["env", f"QEMU_CPU={base.qemu_cpu}", *command]
         log = cache / "debootstrap.log"
         with progress.step(f"debootstrap {base.suite} {profile.platform}") as current:
             if progress.run_command(current, command, log) != 0:
@@ -284,6 +286,8 @@ def buildx_args(
     else:
         build_args["PACKAGES"] = " ".join(profile.packages)
         build_args["UPGRADE"] = " ".join(profile.upgrade)
+    if profile.base.qemu_cpu:
+        build_args["QEMU_CPU"] = profile.base.qemu_cpu
     # Hermetic profiles build with no network at all: a step that tries to download fails loudly.
     network = "none" if profile.install == "wheelhouse" else "default"
     args = ["--platform", profile.platform, "--load", "--network", network]
@@ -341,6 +345,9 @@ def build(
         wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
         iidfile = Path(scratch) / "iid"
         context = stage_context(app, Path(scratch))
+        if profile.base.qemu_cpu:  # every emulated run of the image too: gate, model check, a site on x86
+            dockerfile = context / "Dockerfile"
+            dockerfile.write_text(dockerfile.read_text() + f"ENV QEMU_CPU={profile.base.qemu_cpu}\n")
         if app_lock_path is not None:
             stage_app_requirements(profile, app_lock_path, context)
         args = buildx_args(

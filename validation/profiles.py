@@ -41,6 +41,9 @@ class Base:
     include: tuple[str, ...] = ()
     image: str = ""
     build_args: dict[str, str] = field(default_factory=dict)
+    # the CPU QEMU emulates for this base's binaries on a non-arm64 host (QEMU_CPU): not in the recipe,
+    # since it changes how fast the base runs under emulation, not what it holds
+    qemu_cpu: str = ""
 
     def recipe_hash(self) -> str:
         """Changes exactly when the locally made base would come out different."""
@@ -153,7 +156,7 @@ def reject_unknown_keys(path: Path, data: dict, schema: dict, prefix: str = "") 
             reject_unknown_keys(path, value, schema[key], f"{prefix}{key}.")
 
 
-_BASE_FIELDS = dict.fromkeys(("kind", "suite", "variant", "include", "image", "build_args"))
+_BASE_FIELDS = dict.fromkeys(("kind", "suite", "variant", "include", "image", "build_args", "qemu_cpu"))
 PROFILE_SCHEMA = {
     "profile": dict.fromkeys(("description", "platform", "python", "manylinux", "sdk")),
     "base": _BASE_FIELDS,
@@ -210,6 +213,7 @@ def load(name_or_path: str = DEFAULT_PROFILE) -> Profile:
             suite=base_fields.str("suite"),
             variant=base_fields.str("variant", default="minbase"),
             include=base_fields.strings("include"),
+            qemu_cpu=_qemu_cpu(base_fields),
         )
     else:
         base = Base(kind, image=base_fields.str("image"), build_args=base_fields.mapping("build_args", False))
@@ -284,3 +288,12 @@ def _runtime_libraries(runtime: Fields) -> tuple[str, ...]:
             problem = f"item {name!r} must be a shared library's soname, e.g. 'libcudart.so.13'"
             raise runtime._fail("libraries", problem)
     return names
+
+
+def _qemu_cpu(base: Fields) -> str:
+    """QEMU's -cpu value, e.g. "max,pauth-impdef=on": a model and comma-separated properties."""
+    value = base.data.get("qemu_cpu", "")
+    pattern = r"[a-z0-9-]+(,[a-z0-9-]+=[a-z0-9]+)*"
+    if not isinstance(value, str) or (value and not re.fullmatch(pattern, value)):
+        raise base._fail("qemu_cpu", f"is {value!r}; expected QEMU's -cpu value, e.g. 'max,pauth-impdef=on'")
+    return value
