@@ -133,10 +133,14 @@ def test_a_profile_refuses_an_app_of_the_other_generation_before_building(
     ("app_contract", "profile"),
     [(contract.DEFAULT_CONTRACT, "trixie-sdk4.0"), (HOLOSCAN_CONTRACT, "bookworm")],
 )
-def test_the_build_command_refuses_it_in_one_line_without_a_traceback(
-    app_contract: Path, profile: str
+@pytest.mark.parametrize("subcommand", ["build", "acceptance"])
+def test_the_build_and_gate_commands_refuse_it_in_one_line_without_a_traceback(
+    app_contract: Path, profile: str, subcommand: str
 ) -> None:
-    command = [sys.executable, "-m", "validation", "build", "--profile", profile, "--app", str(app_contract)]
+    """The gate refuses it too, before it looks for the image (none by this name exists)."""
+    command = [sys.executable, "-m", "validation", subcommand, "--profile", profile]
+    command += ["--app", str(app_contract)]
+    command += ["--image", "armgate/no-such-image:never"] if subcommand == "acceptance" else []
     result = subprocess.run(command, cwd=profiles.ROOT, capture_output=True, text=True, check=False)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr

@@ -24,6 +24,7 @@ from validation import (
     build,
     cases,
     contract,
+    generation,
     interrupts,
     map_contract,
     model_check,
@@ -168,6 +169,7 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
         model = app.default_model
     else:
         app = contract.load(args.app)
+        generation.check(app, profile)  # an image of the other SDK generation: one line, before any run
         model = args.model or app.default_model
         if not model.is_file():
             raise GateError(f"{model}: model not found; pass --model PATH to a TorchScript model")
