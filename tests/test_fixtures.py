@@ -255,9 +255,24 @@ def test_ground_truth_lies_on_the_dicom_grid(name: str) -> None:
     assert labels == _case_toml(name)["labels"] and len(labels) >= 5
 
 
+# Each app's fixture tree stays a few MB: the repository's own app with its three 128x128x64 cases (6.4 MiB
+# as committed), every other app with two small cases (about 1.2 MiB each as committed).
+MAIN_APP_MIB, OTHER_APP_MIB = 7.0, 1.5
+
+
+def _mib(folder: Path) -> float:
+    caches = {"__pycache__", ".ruff_cache"}
+    files = (p for p in folder.rglob("*") if p.is_file() and not caches & set(p.parts))
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
 def test_committed_fixtures_are_small() -> None:
-    total = sum(p.stat().st_size for p in FIXTURES_DIR.rglob("*") if p.is_file())
-    assert total < 10 * 2**20
+    """A budget per app, so that adding an app to the fixtures is a decision, not a drift."""
+    assert _mib(FIXTURES_DIR / "cases") + _mib(FIXTURES_DIR / "model") < MAIN_APP_MIB
+    others = [folder for folder in FIXTURES_DIR.iterdir() if (folder / "app.toml").is_file()]
+    assert others, "no app fixture found beside the repository's own"
+    over = {folder.name: round(_mib(folder), 2) for folder in others if _mib(folder) >= OTHER_APP_MIB}
+    assert not over, f"app fixtures over {OTHER_APP_MIB} MiB: {over}"
     assert (FIXTURES_DIR / "model" / "model.ts").stat().st_size < 5 * 2**20
 
 
