@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from validation import window_probe
+from validation import probe_watch, window_probe
 from validation.window_probe import Op, Prediction
 
 GFLOP = 1_000_000_000
@@ -116,22 +116,48 @@ def test_the_watch_hands_over_one_prediction_at_the_budget_and_a_refusal_stops_i
     image = _image(host, dict.fromkeys((op.shape for op in host), 0.5), 40.0)
     said: list[str] = []
     heard: list[Prediction] = []
-    watch = window_probe.WindowWatch(_done(host), 150.0, heard.append, said.append, every_s=0.0)
-    watch.feed('ARMGATE_PROBE {"stage": "loaded", "s": 12.0}')
+    watch = probe_watch.WindowWatch(_done(host), 150.0, heard.append, said.append, every_s=0.0)
+    watch.feed('ARMGATE_PROBE {"stage": "loaded", "s": 12.0}', now=0.0)
     for op in image:
-        watch.feed(_line(op))
+        watch.feed(_line(op), now=op.wall)  # each line arrives as its operation ends
     first_past = next(index for index, op in enumerate(image, start=1) if op.wall >= 150.0)
     assert len(heard) == 1 and heard[0].ran == first_past and image[first_past - 2].wall < 150.0
+    assert heard[0].seconds == pytest.approx(image[-1].wall)
     assert said[0].startswith("the image's torch loaded the model in 12 s")
     assert any("of the host's window time" in text for text in said)
 
     def refuse(prediction: Prediction) -> None:
         raise RuntimeError(f"refused at {prediction.seconds:.0f} s")
 
-    stopping = window_probe.WindowWatch(_done(host), 150.0, refuse, said.append)
+    stopping = probe_watch.WindowWatch(_done(host), 150.0, refuse, said.append)
+    stopping.feed('ARMGATE_PROBE {"stage": "loaded", "s": 12.0}', now=0.0)
     with pytest.raises(RuntimeError, match="refused at"):
         for op in image:
-            stopping.feed(_line(op))
+            stopping.feed(_line(op), now=op.wall)
+
+
+def test_a_long_operation_under_way_is_predicted_on_time_and_counts_as_long_as_it_ran() -> None:
+    """The budget passes while an operation runs: the prediction comes then, from the operations done,
+    and the one under way takes at least the time it has run so far."""
+    host = _network(LEVELS)
+    image = _image(host, dict.fromkeys((op.shape for op in host), 0.5), 40.0)
+    heard: list[Prediction] = []
+    watch = probe_watch.WindowWatch(_done(host), 30.0, heard.append, lambda text: None)
+    watch.feed('ARMGATE_PROBE {"stage": "loaded", "s": 1.0}', now=0.0)
+    watch.feed(_line(image[0]), now=image[0].wall)  # the first convolution: 100 s
+    watch.feed(_line(image[1]), now=image[1].wall)
+    assert len(heard) == 1 and heard[0].ran == 1  # its line comes 100 s in: predicted then
+    early = probe_watch.WindowWatch(_done(host), 30.0, heard.append, lambda text: None)
+    early.feed('ARMGATE_PROBE {"stage": "loaded", "s": 1.0}', now=0.0)
+    early.feed(_line(Op(0, "_convolution", LEVELS[0][1], 5.0, 2 * GFLOP, 5.0)), now=5.0)  # 0.4 GFLOP/s
+    early.tick(20.0)
+    assert len(heard) == 1  # not yet: 20 s of the window
+    early.tick(31.0)
+    assert len(heard) == 2  # 26 s into the next operation, expected at 0.4 GFLOP/s: 1 ms of norm
+    running = heard[-1]
+    assert running.ran == 1 and running.seconds >= 31.0
+    # the norm under way was expected to take its host time (nothing like it ran yet): 2 ms
+    assert running.seconds == pytest.approx(window_probe.predict(host, early.ops).seconds + 26.0 - 0.002)
 
 
 @pytest.mark.slow

@@ -124,6 +124,7 @@ class Case:
     description: str = ""
     expected_series_uid: str | None = None  # the series the app must pick (and its SEG reference)
     timeout_basis: str = ""  # how timeout_s was set: case.toml, or scaled with the series' windows
+    windows: int | None = None  # model windows over the series' whole field of view (contract's [run])
 
     def reference(self, kind: str) -> Path:
         return self.references[kind]
@@ -142,19 +143,20 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _timeout(
     path: Path, data: dict[str, Any], default_s: float, folder: DicomFolder, model: RunTime | None
-) -> tuple[float, str]:
-    """case.toml's [run] timeout_s when it sets one; else scaled with the series' windows (the app
-    contract's [run] table); else the default of validation/tolerances.toml."""
+) -> tuple[float, str, int | None]:
+    """(timeout, its basis, windows): case.toml's [run] timeout_s when it sets one; else scaled with the
+    series' windows (the app contract's [run] table); else the default of validation/tolerances.toml.
+    The windows are counted whenever the contract's [run] table says how (the gate's prediction)."""
+    extent = series_extent_mm(folder, data.get("input", {}).get("expected_series_instance_uid"))
+    windows = estimated_windows(extent, model) if model is not None and extent is not None else None
     explicit = data.get("run", {}).get("timeout_s")
     if explicit is not None:
         if not isinstance(explicit, int | float) or explicit <= 0:
             raise GateError(f"{path / 'case.toml'}: field 'run.timeout_s' must be seconds > 0, e.g. 900")
-        return float(explicit), f"{path / 'case.toml'} [run] timeout_s"
-    extent = series_extent_mm(folder, data.get("input", {}).get("expected_series_instance_uid"))
-    if model is None or extent is None:
-        return float(default_s), f"{DEFAULTS_TOML.name} [run] timeout_s"
-    windows = estimated_windows(extent, model)
-    return model.timeout_s(windows), model.basis(windows)
+        return float(explicit), f"{path / 'case.toml'} [run] timeout_s", windows
+    if model is None or windows is None:
+        return float(default_s), f"{DEFAULTS_TOML.name} [run] timeout_s", windows
+    return model.timeout_s(windows), model.basis(windows), windows
 
 
 def _labels(case_toml: Path, data: dict[str, Any], app_labels: Mapping[int, str] | None) -> list[int]:
@@ -235,7 +237,7 @@ def load_case(
             )
     folder = case_input.read_folder(dicom_dir)
     case_input.check_input(case_toml, inputs, folder)
-    timeout_s, timeout_basis = _timeout(path, data, defaults["run"]["timeout_s"], folder, model)
+    timeout_s, timeout_basis, windows = _timeout(path, data, defaults["run"]["timeout_s"], folder, model)
     if not isinstance(run["memory"], str) or memory_bytes(run["memory"]) is None:
         raise GateError(
             f"{case_toml}: field 'run.memory' must be a size as `docker run --memory` takes it, "
@@ -253,6 +255,7 @@ def load_case(
         description=str(data.get("description", "")),
         expected_series_uid=inputs.get("expected_series_instance_uid"),
         timeout_basis=timeout_basis,
+        windows=windows,
     )
 
 

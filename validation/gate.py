@@ -24,10 +24,12 @@ from validation import (
     build,
     cases,
     contract,
+    cross_arch,
     generation,
     interrupts,
     map_contract,
     model_check,
+    plan,
     profiles,
     progress,
     results,
@@ -159,7 +161,15 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
         "--shard", metavar="K/N", help="gate shard K of N of the cases; image checks on shard 1 (PARTIAL)"
     )
     parser.add_argument("--locks", type=Path, help="folder of the app's locks (default: locks/ by it)")
+    parser.add_argument(
+        "--cross-arch",
+        action="store_true",
+        help="under emulation: the pipeline on a crop of each study in the image, the model on chosen "
+        "windows of the full study, the full study on the host (PARTIAL)",
+    )
     args = parser.parse_args(argv)
+    if args.cross_arch and (args.no_host or args.map is not None):
+        raise GateError("--cross-arch runs each full study on the host: leave out --no-host and --map")
     spec = shard.parse_spec(args.shard) if args.shard is not None else None
     profile = profiles.load(args.profile)
     if args.map is not None:  # the app's facts, its models included, come from the image's manifests
@@ -188,10 +198,15 @@ def parse_args(argv: list[str]) -> tuple[GateConfig, verdict.Scope, list[str]]:
         no_host=args.no_host,
         shard=shard_plan,
         app_locks=args.locks,
+        cross_arch=args.cross_arch,
     )
     options = [f"-k {args.keyword}"] if args.keyword else []
     options += ["--no-host"] if args.no_host else []
-    pytest_args = ["-k", args.keyword] if args.keyword else []
+    options += ["--cross-arch"] if args.cross_arch else []
+    keyword = args.keyword
+    if args.cross_arch:  # the crops are not the studies the references describe: validation/cross_arch.py
+        keyword = f"({keyword}) and not test_mask" if keyword else "not test_mask"
+    pytest_args = ["-k", keyword] if keyword else []
     # a MAP's image checks are its own: it is no image of a profile, with a profile's pins and labels
     pytest_args.append(f"--ignore={CHECKS_DIR / ('test_image.py' if app.package else 'test_map.py')}")
     if shard_plan is not None:
@@ -227,10 +242,24 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     config = session.config
     # Before any case: a model the image's torch cannot read fails here in one line, not mid-case. (A MAP's
     # manifests were checked against its image when it was read: its command, app and models are there.)
+    # Its window, timed in the image, predicts each case's time: the plan is printed, and a case that cannot
+    # finish within its timeout is refused, before any case runs (validation/plan.py). The cross-arch tier
+    # runs the full studies on the host meanwhile and gates crops of them instead (validation/cross_arch.py).
+    tier = cross_arch.Tier(session) if config.cross_arch else None
+    if tier is not None:
+        config.tier = tier
+        tier.start_host_runs()
     if config.app.package is None:
+        run_time, platform = cases.run_time(config.app), session.image_facts.platform
+        planner = plan.Planner(config.cases, run_time, platform, refuse=tier is None)
         model_check.require_usable_model(
-            config.image, config.model, config.app, config.profile.platform, session.labels
+            config.image, config.model, config.app, config.profile.platform, session.labels, planner.update,
+            stop_at_prediction=tier is not None,
         )
+        if tier is not None:
+            config.cases = tier.prepare(planner.prediction.seconds if planner.prediction else None)
+            if planner.prediction is not None:
+                plan.Planner(config.cases, run_time, platform).update(planner.prediction)
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     evidence = Evidence(session)
     args = [
@@ -248,6 +277,8 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     finally:
         with interrupts.ignored():  # a second Ctrl-C must not cut the cleanup short
             session.stop()
+            if tier is not None:
+                tier.stop()
     # only a signal is an interrupt: pytest also says INTERRUPTED when a check module fails to import,
     # which is the gate failing (decide: FAIL on any other runner exit than 0 or 1)
     interrupted = session.interrupted
@@ -261,6 +292,8 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
     html = report.write_report(gated, config.reports)  # the cases with their overlays in memory
     if config.app.package is not None:
         print(map_contract.summary(config.app.package))
+    if tier is not None:
+        print("\n".join([*tier.record(), tier.scope()]))
     print(report.console_summary(gated))
     print(f"report: {html}")
     return outcome.exit_code

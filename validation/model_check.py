@@ -14,34 +14,40 @@ import os
 import time
 import uuid
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from validation import bundle_model, engine, lock, run
+from validation import bundle_model, engine, lock, probe_watch, run, window_probe
 from validation.bundle_model import BundleFacts
 from validation.contract import AppContract
 from validation.errors import GateError
 
-MEMORY = "2g"  # the fixture model peaks far below this; the real UNETR at one 96^3 window also fits
-TIMEOUT_S = 600.0
+MEMORY = (
+    "2g"  # the fixture model peaks far below this; the real UNETR and a 31 M DynUNet at one 96^3 window fit
+)
+SETTINGS = window_probe.load_settings()
 MARKER = "ARMGATE_MODEL_CHECK "
 TORCH_MARKER = "ARMGATE_TORCH "
 # Records torch 1.8 does not write: their presence says the archive comes from a newer torch.
 NEWER_WRITER_RECORDS = ("byteorder", ".data/serialization_id")
 
-# Runs in the image under its Python (3.9 on the oldest profile): one JSON line, or an abort.
+# Runs in the image under its Python (3.9 on the oldest profile), after window_probe.OP_TIMER: one JSON
+# line, or an abort. The window is run with each torch operation timed (the gate's prediction of a case's
+# time, validation/window_probe.py); it still is one forward of one window in the image's torch.
 PROBE = """
-import json, sys
-import torch
 print("ARMGATE_TORCH " + torch.__version__, flush=True)
-torch.set_num_threads(1)
+torch.set_num_threads(THREADS)
 result = {"torch": torch.__version__, "stage": "load"}
 try:
+    begin = time.perf_counter()
     model = torch.jit.load(MODEL_PATH, map_location="cpu").eval()
+    _say("ARMGATE_PROBE ", stage="loaded", s=round(time.perf_counter() - begin, 3))
     result["stage"] = "forward"
-    with torch.no_grad():
-        output = model(torch.zeros(SHAPE))
-    result.update(ok=True, output_shape=list(output.shape))
+    window = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0))  # values as a scaled CT's
+    output, seconds, timed = _forward(model, window)
+    result.update(ok=True, output_shape=_shape(output), window_s=round(seconds, 3), timed=timed)
 except Exception as error:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     result.update(ok=False, error=type(error).__name__ + ": " + (lines[-1] if lines else ""))
@@ -73,6 +79,8 @@ class ModelCheck:
     line: str
     seconds: float
     output_shape: tuple[int, ...] = ()
+    window_s: float | None = None  # the one window's own time in the image (one thread), when it ran
+    partial: bool = False  # stopped once its window's time was predicted (--cross-arch): not remembered
 
 
 @dataclass(frozen=True)
@@ -121,8 +129,13 @@ def probe_script(app: AppContract, bundle: BundleCheck | None) -> str:
     """The probe for this app and model: a Bundle the app reads through the SDK's operator is also
     read by that operator, with the packages its metadata names looked up."""
     packages = sorted(bundle.facts.packages) if bundle is not None and bundle.through_operator else None
-    probe = bundle_model.PROBE + PROBE.replace("BUNDLE_PACKAGES", repr(packages))
-    return probe.replace("SHAPE", repr(app.model_input_shape)).replace("MODEL_PATH", repr(app.mounts.model))
+    values = {
+        "BUNDLE_PACKAGES": packages,
+        "SHAPE": tuple(app.model_input_shape),
+        "MODEL_PATH": app.mounts.model,
+        "THREADS": SETTINGS.threads,
+    }
+    return bundle_model.PROBE + window_probe.OP_TIMER + window_probe.fill(PROBE, values)
 
 
 def _probe_command(
@@ -156,18 +169,67 @@ def check_model(
     app: AppContract,
     platform: str = "linux/arm64",
     labels: dict[str, str] | None = None,
+    on_prediction: Callable[[window_probe.Prediction], None] | None = None,
+    say: Callable[[str], None] | None = None,
+    stop_at_prediction: bool = False,
 ) -> ModelCheck:
-    """Load the model in the image and run one forward; the container is always removed."""
+    """Load the model in the image and run one forward, each operation timed; the container is always
+    removed. `say` hears its progress; `on_prediction` the window's predicted time once `budget_s` of it
+    has passed (the host times the same window meanwhile); it may raise, which ends the check. The
+    measured time is the check's `window_s`. `stop_at_prediction`: end the window there (the
+    cross-architecture tier, which runs whole windows of its own): the check then proves the model
+    loads and runs its first operations."""
     facts = archive_facts(model)
     bundle = bundle_check(model, app)
     name = f"{run.CONTAINER_PREFIX}model-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
     command = _probe_command(image, name, model, app, platform, labels or {}, bundle)
-    with engine.container(command, f"model check: docker run of {image} failed") as container_id:
-        exit_code, _ = engine.wait(name, container_id, TIMEOUT_S)
-        output = engine.logs(name)
+    pool = ThreadPoolExecutor(max_workers=1)
+    host = pool.submit(window_probe.host_ops, model, app.model_input_shape, SETTINGS.threads)
+    lines: list[str] = []
+    try:
+        with engine.container(command, f"model check: docker run of {image} failed") as container_id:
+            watchdog = probe_watch.Watchdog(name, SETTINGS.load_timeout_s)
+
+            def predicted(prediction: window_probe.Prediction) -> None:
+                watchdog.extend(SETTINGS.window_margin * (prediction.seconds - prediction.measured_s) + 60)
+                if on_prediction is not None:
+                    on_prediction(prediction)
+                if stop_at_prediction and not prediction.complete:
+                    raise _Predicted(prediction)
+
+            watch = probe_watch.WindowWatch(host, SETTINGS.budget_s, predicted, say or (lambda text: None))
+            try:
+                probe_watch.follow(name, watch, lines)
+            except _Predicted as stopped:
+                return _stopped_check(model, facts, lines, stopped.prediction, time.monotonic() - started)
+            finally:
+                watchdog.stop()
+            exit_code = None if watchdog.fired else engine.wait(name, container_id, 60)[0]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     seconds = time.monotonic() - started
+    output = "\n".join(lines)
     return _verdict(model, facts, output, exit_code, seconds, app.model_input_shape, bundle, app.mounts.model)
+
+
+class _Predicted(Exception):
+    """The window's time is predicted and the caller asked for no more of it."""
+
+    def __init__(self, prediction: window_probe.Prediction) -> None:
+        super().__init__("predicted")
+        self.prediction = prediction
+
+
+def _stopped_check(
+    model: Path, facts: ArchiveFacts, lines: list[str], prediction: window_probe.Prediction, seconds: float
+) -> ModelCheck:
+    torch = next((line[len(TORCH_MARKER) :] for line in lines if line.startswith(TORCH_MARKER)), "unknown")
+    line = (
+        f"model check: {model} ({facts.describe()}) loads in torch {torch} and ran the first "
+        f"{prediction.ran} of its window's {prediction.total} operations (stopped at its time's prediction)"
+    )
+    return ModelCheck(True, torch, line, seconds, partial=True)
 
 
 def _verdict(
@@ -192,13 +254,18 @@ def _verdict(
         if problem:
             line = f"model check: {subject} loads in torch {torch}, but {problem}"
             return ModelCheck(False, torch, line, seconds, shape)
+        window_s = result.get("window_s")
         line = f"model check: {subject} loads in torch {torch} and maps {input_shape} to {shape}"
+        if window_s is not None:
+            line += f" in {float(window_s):.1f} s (one thread)"
         if bundle is not None and bundle.through_operator:
             note = bundle_model.missing_packages_note(_bundle_answer(lines))
             line += f"; the image's SDK bundle operator reads its configs{note}"
-        return ModelCheck(True, torch, line, seconds, shape)
+        return ModelCheck(
+            True, torch, line, seconds, shape, float(window_s) if window_s is not None else None
+        )
     if exit_code is None:
-        reason = f"no answer within {TIMEOUT_S:.0f} s"
+        reason = f"no answer within {seconds:.0f} s"
     elif result:
         reason = f"{result['stage']} failed: {result['error'][:300]}"
     else:
@@ -248,7 +315,11 @@ def _image_identity(image: str) -> tuple[str, str]:
 def _read_memo(memo: Path) -> ModelCheck | None:
     try:
         data = json.loads(memo.read_text())
-        return ModelCheck(True, str(data["torch"]), str(data["line"]), float(data["seconds"]))
+        window_s = data.get("window_s")
+        return ModelCheck(
+            True, str(data["torch"]), str(data["line"]), float(data["seconds"]),
+            window_s=float(window_s) if window_s is not None else None,
+        )  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -279,7 +350,13 @@ def check_and_remember(
 def _remember(memo: Path, check: ModelCheck) -> None:
     memo.parent.mkdir(parents=True, exist_ok=True)
     partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
-    partial.write_text(json.dumps({"torch": check.torch, "line": check.line, "seconds": check.seconds}))
+    remembered = {
+        "torch": check.torch,
+        "line": check.line,
+        "seconds": check.seconds,
+        "window_s": check.window_s,
+    }
+    partial.write_text(json.dumps(remembered))
     os.replace(partial, memo)
 
 
@@ -289,12 +366,15 @@ def require_usable_model(
     app: AppContract,
     platform: str = "linux/arm64",
     labels: dict[str, str] | None = None,
+    on_prediction: Callable[[window_probe.Prediction], None] | None = None,
+    stop_at_prediction: bool = False,
 ) -> ModelCheck | None:
     """The gate's pre-check: print the line on success, raise it as a GateError on failure.
 
     A pass is remembered per (image id, model sha256, input shape): same bytes, same answer, so a
     second gate of the same image and model does not pay for another emulated torch start. An image of another
-    architecture is left to the architecture check and the case runs, which name it.
+    architecture is left to the architecture check and the case runs, which name it. `on_prediction`
+    hears the window's time in the image: predicted while it runs, then measured (or remembered).
     """
     bundle_check(model, app)  # a plain TorchScript for a Bundle app: one line, whatever is remembered
     image_id, found = _image_identity(image)
@@ -305,10 +385,21 @@ def require_usable_model(
     remembered = _read_memo(memo)
     if remembered is not None:
         print(f"{remembered.line} (passed before for this image and model)", flush=True)
+        if remembered.window_s is not None and on_prediction is not None:
+            on_prediction(window_probe.measured(remembered.window_s))
         return remembered
-    check = check_model(image, model, app, platform, labels)
+
+    def say(text: str) -> None:
+        print(f"model check: {text}", flush=True)
+
+    check = check_model(image, model, app, platform, labels, on_prediction, say, stop_at_prediction)
     if not check.ok:
         raise GateError(check.line)
+    if check.partial:  # stopped at its prediction: nothing whole to remember
+        print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
+        return check
     _remember(memo, check)
     print(f"{check.line} ({check.seconds:.0f} s)", flush=True)
+    if check.window_s is not None and on_prediction is not None:
+        on_prediction(window_probe.measured(check.window_s))
     return check

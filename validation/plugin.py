@@ -41,6 +41,7 @@ class GatePlugin:
         config.addinivalue_line("markers", "stl_output: checks the STL mesh (only apps that write one)")
         config.addinivalue_line("markers", "expects_series: only cases that name their expected series")
         config.addinivalue_line("markers", "host_families: one check per family the case's [host] bounds")
+        config.addinivalue_line("markers", "cross_arch: a check of the --cross-arch tier only")
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         config = self.session.config
@@ -66,6 +67,8 @@ class GatePlugin:
             return not (series_check and item.callspec.params.get("case") in no_series)
 
         items[:] = [item for item in items if applies(item)]
+        if not self.session.config.cross_arch:  # the tier's own checks, collected with --cross-arch only
+            items[:] = [item for item in items if not item.get_closest_marker("cross_arch")]
         if app.package is not None:  # a MAP brings no source: there is no host run to compare with
             items[:] = [item for item in items if not item.get_closest_marker("host_run")]
         if self.session.config.no_host:

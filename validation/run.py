@@ -208,10 +208,12 @@ def run_host(
     output_dir: Path,
     timeout_s: float,
     work_dir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run the same app on the host (the reference platform) with the same CLI, in a working folder of its
     own (`work_dir`, made if missing; a temporary one otherwise): SDK apps write `.monai_workdir` into the
-    current folder unless MONAI_WORKDIR says where, and two runs sharing one folder collide."""
+    current folder unless MONAI_WORKDIR says where, and two runs sharing one folder collide. `extra_env`:
+    more variables for the app (the cross-architecture tier's window recorder)."""
     paths = (path.resolve() for path in (input_dir, model, output_dir))  # the app runs in work_dir
     command = app.host_command(sys.executable, *paths)
     started = time.monotonic()
@@ -222,7 +224,7 @@ def run_host(
         work_dir.mkdir(parents=True, exist_ok=True)
         # the contract's [app] env at the host's paths (and a Holoscan-generation app's CUDA runtime)
         app_env = generation.host_env(app, *(path.resolve() for path in (input_dir, model, output_dir)))
-        env = {**app_env, "MONAI_WORKDIR": str(work_dir / "monai_workdir")}
+        env = {**app_env, "MONAI_WORKDIR": str(work_dir / "monai_workdir"), **(extra_env or {})}
         _run_host_command(result, command, timeout_s, work_dir, env)
     result.seconds = time.monotonic() - started
     return result

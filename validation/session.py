@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pytest
 
@@ -52,6 +52,8 @@ class GateConfig:
     no_host: bool = False
     shard: shard.ShardPlan | None = None  # --shard K/N: `cases` is this shard's share of the set
     app_locks: Path | None = None  # --locks: the folder of the app's locks (default: locks/ by its contract)
+    cross_arch: bool = False  # --cross-arch: the tier that finishes under emulation (PARTIAL by design)
+    tier: Any = None  # its state once started (validation/cross_arch.Tier), read by its checks
 
 
 @dataclass

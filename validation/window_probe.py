@@ -15,24 +15,20 @@ platform: README "Predicting a case's time".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
-import threading
-import time
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from validation import engine
 from validation.errors import GateError
 
 OP_MARKER = "ARMGATE_OP "
 STAGE_MARKER = "ARMGATE_PROBE "
 HOST_TIMEOUT_S = 600.0  # the host's own window of a real-size network takes seconds
-PROGRESS_EVERY_S = 60.0  # how often a long window says how far it is
 TIMING_TOML = Path(__file__).with_name("timing.toml")
 
 # Shared by every probe that runs a model window (Python >= 3.9): `_forward(model, window)` runs one
@@ -321,6 +317,20 @@ def predict_at_budget(host: Sequence[Op], image: Sequence[Op], budget_s: float) 
     return predict(host, image[:upto])
 
 
+def predict_running(host: Sequence[Op], image: Sequence[Op], running_s: float) -> Prediction:
+    """`predict` while the next operation has been running for `running_s`: it takes at least that."""
+    prediction = predict(host, image)
+    if not image or len(image) >= len(host):
+        return prediction
+    in_ops = sum(op.seconds for op in image)
+    lead = max(image[0].wall - image[0].seconds, 0.0) if image[0].wall > 0 else 0.0
+    between = max((elapsed(image) - lead) / in_ops, 1.0) if in_ops > 0 else 1.0
+    expected = _cost(host[len(image)], _rate_tables(host, image)) * between
+    if running_s <= expected:
+        return prediction
+    return dataclasses.replace(prediction, seconds=prediction.seconds + running_s - expected)
+
+
 def host_ops(model: Path, shape: Sequence[int], threads: int, timeout_s: float = HOST_TIMEOUT_S) -> list[Op]:
     """The window's operations timed on the host (this Python's torch), run in a child process so the
     gate never imports torch itself; [] when the host cannot run it (no torch, a model it cannot load)."""
@@ -332,114 +342,3 @@ def host_ops(model: Path, shape: Sequence[int], threads: int, timeout_s: float =
     except (subprocess.TimeoutExpired, OSError):
         return []
     return parse_ops(done.stdout.splitlines()) if done.returncode == 0 else []
-
-
-class WindowWatch:
-    """Reads a probe's output line by line as the image writes it: says when the model has loaded and,
-    every `every_s`, how far the window is; once `budget_s` of the window has passed (and the host's
-    operations are known), predicts the window's time and hands it to `on_prediction`, which may raise
-    (the gate's refusal); when the window ends, hands over the measured time the same way."""
-
-    def __init__(
-        self,
-        host: Future[list[Op]] | None,
-        budget_s: float,
-        on_prediction: Callable[[Prediction], None] | None,
-        say: Callable[[str], None],
-        every_s: float = PROGRESS_EVERY_S,
-    ) -> None:
-        self.host, self.budget_s, self.on_prediction, self.say = host, budget_s, on_prediction, say
-        self.every_s = every_s
-        self.ops: list[Op] = []
-        self.spent = 0.0
-        self.predicted: Prediction | None = None
-        self.window_started: float | None = None
-        self.last_said = time.monotonic()
-
-    def _host_ops(self) -> list[Op]:
-        if self.host is None:
-            return []
-        try:
-            return self.host.result()
-        except Exception:  # the host could not time the window: no prediction before it ends
-            return []
-
-    def feed(self, line: str) -> None:
-        op = parse_op(line)
-        if op is not None:
-            self._op(op)
-            return
-        for stage in parse_stages([line]):
-            seconds = float(stage.get("s", 0))
-            if stage.get("stage") == "loaded":
-                self.window_started = time.monotonic()
-                self.say(f"the image's torch loaded the model in {seconds:.0f} s; timing its window")
-            elif stage.get("stage") == "window":
-                self.say(f"window {int(stage.get('index', 0)) + 1} took {seconds:.0f} s")
-                self.ops, self.spent = [], 0.0
-
-    def _op(self, op: Op) -> None:
-        self.ops.append(op)
-        self.spent = elapsed(self.ops)
-        now = time.monotonic()
-        if self.predicted is None and self.spent >= self.budget_s:
-            host = self._host_ops()
-            if host:
-                self._hand_over(predict(host, self.ops))
-        if now - self.last_said >= self.every_s:
-            self.last_said = now
-            host = self._host_ops() if self.host is not None and self.host.done() else []
-            share = f" ({predict(host, self.ops).host_share:.0%} of the host's window time)" if host else ""
-            self.say(f"{len(self.ops)} operations of the window done{share} after {self.spent:.0f} s")
-
-    def _hand_over(self, prediction: Prediction) -> None:
-        self.predicted = prediction
-        if self.on_prediction is not None:
-            self.on_prediction(prediction)
-
-
-class Watchdog:
-    """Kills a container when its deadline passes; the deadline can move later (a prediction came)."""
-
-    def __init__(self, name: str, seconds: float) -> None:
-        self.name, self.started = name, time.monotonic()
-        self.deadline, self.fired = self.started + seconds, False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def extend(self, seconds_from_now: float) -> None:
-        self.deadline = max(self.deadline, time.monotonic() + seconds_from_now)
-
-    def _watch(self) -> None:
-        while not self._done.wait(1.0):
-            if time.monotonic() >= self.deadline:
-                self.fired = True
-                engine.kill(self.name)
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-
-def follow(name: str, watch: WindowWatch | None, lines: list[str]) -> None:
-    """Every line container `name` writes, as it writes it, into `lines` and `watch` (until it exits;
-    the caller ends a run that must stop by removing or killing the container)."""
-    follower = subprocess.Popen(
-        [engine.CLIENT, "logs", "--follow", name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
-    try:
-        assert follower.stdout is not None
-        for line in follower.stdout:
-            lines.append(line.rstrip("\n"))
-            if watch is not None:
-                watch.feed(lines[-1])
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-        follower.wait()
