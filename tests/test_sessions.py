@@ -4,7 +4,8 @@ The suite itself runs in the `tests` environment, which holds the union of what 
 need; a module that imports a package only that union provides (jinja2 arrived with torch there)
 passes every other test and fails a user's `nox -s merge`. Here each session is installed alone into
 a fresh folder (`nox --install-only --envdir`), and everything its command can load is imported in it,
-lazy imports included: whole packages are walked, not just the entry module.
+lazy imports included: whole packages are walked, not just the entry module (an app folder inside one is
+loaded flat, as the run that starts it loads it, never as a package).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ LOADS = {
 }
 IMPORT_EVERYTHING = """
 import importlib, json, pkgutil, sys
+from pathlib import Path
 failures = []
 def load(name):
     try:
@@ -47,10 +49,17 @@ for target in json.loads(sys.argv[1]):
         sys.path.insert(0, sys.argv[2])
         load("entrypoint")
         continue
-    package = importlib.import_module(target)
     load(target)
-    for module in pkgutil.walk_packages(package.__path__, target + "."):
-        load(module.name)
+    folders = [(importlib.import_module(target).__path__, target + ".")]
+    while folders:
+        path, prefix = folders.pop()
+        for module in pkgutil.iter_modules(path, prefix):
+            folder = Path(path[0]) / module.name.rsplit(".", 1)[-1]
+            if module.ispkg and (folder / "entrypoint.py").is_file():
+                continue  # an app: loaded flat by the run that starts it, never as a package
+            load(module.name)
+            if module.ispkg:
+                folders.append(([str(folder)], module.name + "."))
 print(json.dumps(failures))
 """
 
