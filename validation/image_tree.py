@@ -19,6 +19,9 @@ from pathlib import Path
 from validation import engine
 
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+# What the engine lays over every container (its init layer): in an export these are the engine's
+# placeholders, hiding the image's own copies, so an export reports none of them.
+ENGINE_INIT_FILES = frozenset({".dockerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf", "etc/mtab"})
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,11 @@ def layer_entries(dirs: list[Path], skip: Callable[[str], bool] | None = None) -
 
 def tar_entries(archive: tarfile.TarFile) -> Iterator[Entry]:
     """The entries of a streamed tar as `docker export` writes it (a hard link after the first name
-    of a file is a link member, so "other")."""
+    of a file is a link member, so "other"), less the engine's init layer (ENGINE_INIT_FILES)."""
     for member in archive:
         path = member.name.removeprefix("./").rstrip("/")
+        if path in ENGINE_INIT_FILES:
+            continue
         if member.isfile():
             handle = archive.extractfile(member)
             yield Entry(path, "file", handle.read if handle else _nothing)
