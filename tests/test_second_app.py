@@ -33,7 +33,7 @@ def test_the_second_app_builds_and_passes_the_gate_through_its_contract(
     result = acceptance(spleen_image.image_id, reports, "--app", spleen_image.app_contract)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert metrics["verdict"] == "pass" and metrics["app"]["mask"] == "spleen_mask.nii.gz"
+    assert metrics["verdict"] == "pass" and metrics["app"]["outputs"] == {"mask": "spleen_mask.nii.gz"}
     names = {check["name"] for check in metrics["checks"]}
     assert set(metrics["cases"]) == {"spleen-oblique", "spleen-standard"}
     assert not [name for name in names if name.startswith("test_dicom_seg")]  # it writes no SEG
