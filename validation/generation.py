@@ -15,13 +15,21 @@ import re
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from validation import profiles
 from validation.errors import GateError
 
-if TYPE_CHECKING:
-    from validation.contract import AppContract
+
+class GeneratedApp(Protocol):
+    """What this module reads of an app contract (validation.contract.AppContract), which imports it."""
+
+    path: Path
+    sdk: str
+    env: dict[str, str]
+    resources: dict[str, str]
+    mounts: Any  # contract.Mounts: input, model, output
+
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Kubernetes-style quantities as app.yaml writes them ("2Gi", "512Mi", "1G") -> bytes per unit
@@ -93,19 +101,19 @@ def docker_memory(app_yaml: Path, quantity: str) -> str:
     return str(size)
 
 
-def app_env(app: AppContract, input_dir: str, model: str, output_dir: str) -> dict[str, str]:
+def app_env(app: GeneratedApp, input_dir: str, model: str, output_dir: str) -> dict[str, str]:
     """The contract's [app] env with the run's paths in place of {input}, {model} and {output}."""
     values = {"input": input_dir, "model": model, "output": output_dir}
     return {name: value.format(**values) for name, value in app.env.items()}
 
 
-def image_env(app: AppContract) -> dict[str, str]:
+def image_env(app: GeneratedApp) -> dict[str, str]:
     """What the image carries: the contract's env at the mounts, as a site mounts them."""
     mounts = app.mounts
     return app_env(app, mounts.input, mounts.model, mounts.output)
 
 
-def host_env(app: AppContract, input_dir: Path, model: Path, output_dir: Path) -> dict[str, str]:
+def host_env(app: GeneratedApp, input_dir: Path, model: Path, output_dir: Path) -> dict[str, str]:
     """The host run's environment: this one, the contract's env at the host's paths and, for a
     Holoscan-generation app, the host's NVIDIA wheel libraries (its CUDA runtime) on LD_LIBRARY_PATH."""
     env = {**os.environ, **app_env(app, str(input_dir), str(model), str(output_dir))}
@@ -116,12 +124,12 @@ def host_env(app: AppContract, input_dir: Path, model: Path, output_dir: Path) -
     return env
 
 
-def memory_limit(app: AppContract | None) -> str | None:
+def memory_limit(app: GeneratedApp | None) -> str | None:
     """The app.yaml's memory: the limit of a case run whose case.toml sets none."""
     return app.resources.get("memory") if app is not None else None
 
 
-def check(app: AppContract, profile: profiles.Profile) -> None:
+def check(app: GeneratedApp, profile: profiles.Profile) -> None:
     """A profile builds apps of its own generation only: one line, before anything is built."""
     if app.sdk != profile.sdk:
         raise GateError(
