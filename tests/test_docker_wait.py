@@ -85,3 +85,31 @@ def test_wait_for_says_how_the_wait_ended(
     fake_engine(tmp_path, monkeypatch, wait)
     assert engine.wait_for("armgate-run-x", "0123456789ab", 30) == expected
     assert engine.wait("armgate-run-x", "0123456789ab", 30) == (expected.exit_code, None)
+
+
+def test_the_model_checks_failed_wait_is_named_not_a_timeout() -> None:
+    from validation import model_check
+
+    model = APP.default_model
+    facts = model_check.archive_facts(model)
+    lost = model_check._verdict(
+        model, facts, "ARMGATE_TORCH 2.10.0\n", None, 2.0, APP.model_input_shape, None, APP.mounts.model,
+        wait_error=f"{LOST} (exit 1)",
+    )  # fmt: skip
+    assert not lost.ok and f"docker wait failed: {LOST} (exit 1)" in lost.line and "within" not in lost.line
+    slow = model_check._verdict(model, facts, "", None, 2.0, APP.model_input_shape, None, APP.mounts.model)
+    assert "no answer within 2 s" in slow.line
+
+
+def test_the_window_checks_failed_wait_is_named_not_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from validation import window_check
+
+    fake_engine(tmp_path, monkeypatch, "fails")
+    (tmp_path / "windows").mkdir()
+    problem = window_check._image_outputs(
+        "img", APP, tmp_path / "model.ts", tmp_path / "windows", ["window-0000.pt"], "linux/arm64", {},
+        lambda text: None, 600.0,
+    )  # fmt: skip
+    assert problem == f"the image's run of the chosen windows: docker wait failed: {LOST} (exit 1)"

@@ -205,12 +205,15 @@ def check_model(
                 return _stopped_check(model, facts, lines, stopped.prediction, time.monotonic() - started)
             finally:
                 watchdog.stop()
-            exit_code = None if watchdog.fired else engine.wait(name, container_id, 60)[0]
+            waited = None if watchdog.fired else engine.wait_for(name, container_id, 60)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     seconds = time.monotonic() - started
-    output = "\n".join(lines)
-    return _verdict(model, facts, output, exit_code, seconds, app.model_input_shape, bundle, app.mounts.model)
+    output, exit_code = "\n".join(lines), waited.exit_code if waited else None
+    return _verdict(
+        model, facts, output, exit_code, seconds, app.model_input_shape, bundle, app.mounts.model,
+        wait_error=waited.error if waited else "",
+    )  # fmt: skip
 
 
 class _Predicted(Exception):
@@ -241,8 +244,10 @@ def _verdict(
     input_shape: tuple[int, ...],
     bundle: BundleCheck | None,
     mount: str,
+    wait_error: str = "",
 ) -> ModelCheck:
-    """One line either way: what loaded in which torch, or why not (`mount`: where the app opens it)."""
+    """One line either way: what loaded in which torch, or why not (`mount`: where the app opens it;
+    `wait_error`: why `docker wait` failed, which is no timeout)."""
     lines = output.splitlines()
     torch = next((line[len(TORCH_MARKER) :] for line in lines if line.startswith(TORCH_MARKER)), "unknown")
     result = next((json.loads(line[len(MARKER) :]) for line in lines if line.startswith(MARKER)), None)
@@ -264,7 +269,9 @@ def _verdict(
         return ModelCheck(
             True, torch, line, seconds, shape, float(window_s) if window_s is not None else None
         )
-    if exit_code is None:
+    if exit_code is None and wait_error:
+        reason = f"docker wait failed: {wait_error}"
+    elif exit_code is None:
         reason = f"no answer within {seconds:.0f} s"
     elif result:
         reason = f"{result['stage']} failed: {result['error'][:300]}"
