@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def headlines(name: str, label: str) -> tuple[Headline, ...]:
     return (
         Headline(f"realsize_{name}_host_s", f"7  {label}: one window, host"),
         Headline(f"realsize_{name}_emulated_s", f"7  {label}: one window, QEMU"),
-        Headline(f"realsize_{name}_ratio", f"7  {label}: QEMU ÷ host"),
+        Headline(f"realsize_{name}_ratio", f"7  {label}: QEMU ÷ host, CPU time"),
         Headline(f"realsize_{name}_prediction", f"7  {label}: the gate's prediction ÷ measured"),
     )
 
@@ -81,16 +82,27 @@ def export(network: networks.Network, folder: Path) -> tuple[Path, int]:
     return path, int(counted[0])
 
 
-def _window(lines: list[str], where: str) -> tuple[float, list[window_probe.Op], str]:
-    """(the window's seconds, its timed operations, the torch that ran it) from a probe's output."""
+@dataclass(frozen=True)
+class Window:
+    """One timed window: wall seconds, CPU seconds of every thread, its operations, the torch that ran it."""
+
+    seconds: float
+    cpu_s: float
+    ops: list[window_probe.Op]
+    torch: str
+
+
+def _window(lines: list[str], where: str) -> Window:
+    """The window a probe's output reports."""
     windows = [stage for stage in window_probe.parse_stages(lines) if stage.get("stage") == "window"]
     if not windows:
         raise GateError(f"the {where} window gave no time: {(lines or ['no output'])[-1][:300]}")
     torch = next((line.split(" ", 1)[1] for line in lines if line.startswith("ARMGATE_TORCH ")), "?")
-    return float(windows[0]["s"]), window_probe.parse_ops(lines), torch
+    seconds = float(windows[0]["s"])
+    return Window(seconds, float(windows[0].get("cpu", seconds)), window_probe.parse_ops(lines), torch)
 
 
-def host_window(model: Path, network: networks.Network, threads: int) -> tuple[float, list, str]:
+def host_window(model: Path, network: networks.Network, threads: int) -> Window:
     """One window on the host, in a fresh process."""
     script = window_probe.windows_script(str(model), network.window, threads)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
@@ -100,7 +112,7 @@ def host_window(model: Path, network: networks.Network, threads: int) -> tuple[f
 
 def emulated_window(
     ctx: Context, model: Path, window: tuple[int, ...], threads: int
-) -> tuple[float, list, str]:
+) -> Window:
     """One window of shape `window` in the image, under `nice`, the model mounted read-only."""
     name = f"{CONTAINER_PREFIX}realsize-{uuid.uuid4().hex[:8]}"
     ctx.containers.append(name)
@@ -129,34 +141,37 @@ def section_realsize(ctx: Context) -> list[Figure]:
         network = declared[name]
         model, parameters = export(network, ctx.scratch)
         host = [host_window(model, network, threads) for _ in range(ctx.runs)]
-        print(f"  {name}: host {', '.join(f'{run[0]:.2f} s' for run in host)}", flush=True)
+        print(f"  {name}: host {', '.join(f'{run.seconds:.2f} s' for run in host)}", flush=True)
         emulated = []
         for _ in range(network.emulated_runs):
             emulated.append(emulated_window(ctx, model, network.window, threads))
-            print(f"  {name}: emulated {emulated[-1][0]:.1f} s", flush=True)
-        host_s = [run[0] for run in host]
-        host_ops = host[host_s.index(median(host_s))][1] if len(host_s) % 2 else host[0][1]
-        emulated_s = [run[0] for run in emulated]
-        predictions = [window_probe.predict_at_budget(host_ops, run[1], budget) for run in emulated]
+            print(f"  {name}: emulated {emulated[-1].seconds:.1f} s", flush=True)
+        host_s, host_cpu = [run.seconds for run in host], median([run.cpu_s for run in host])
+        host_ops = min(host, key=lambda run: abs(run.seconds - median(host_s))).ops
+        emulated_s = [run.seconds for run in emulated]
+        predictions = [window_probe.predict_at_budget(host_ops, run.ops, budget) for run in emulated]
         gflop = sum(op.flops for op in host_ops) / 1e9
-        rates[name] = gflop / median(emulated_s)
+        rates[name] = gflop / median([run.cpu_s for run in emulated])
         rows = headlines(name, network.label)
         window = "×".join(map(str, network.window[2:]))
         where = f"{parameters / 1e6:.1f} M parameters, one {window} window, {threads} threads"
+        cpu = ", ".join(f"{run.cpu_s:.0f}" for run in emulated)
         small = ""
         if network.small_window is not None:
-            seconds = emulated_window(ctx, model, network.small_window, threads)[0]
+            seconds = emulated_window(ctx, model, network.small_window, threads).seconds
             scale = _voxels(network.window) / _voxels(network.small_window)
             shape, off = "×".join(map(str, network.small_window[2:])), seconds * scale / median(emulated_s)
             small = f"; not chosen, a {shape} input × {scale:g}: {seconds:.1f} s, {off:.2f} × measured"
         figures += [
             Figure(rows[0].key, rows[0].label, host_s, unit="s",
-                   detail=f"{where}; {platform.machine()} torch {host[0][2]}, first window of a process"),
+                   detail=f"{where}; {platform.machine()} torch {host[0].torch}, first window of a process; "
+                          f"CPU {host_cpu:.1f} s"),
             Figure(rows[1].key, rows[1].label, emulated_s, unit="s",
-                   detail=f"{where}; the image's torch {emulated[0][2]} under QEMU, nice -n {NICENESS}; "
-                          f"{gflop:.1f} GFLOP, {rates[name]:.2f} GFLOP/s"),
-            Figure(rows[2].key, rows[2].label, [seconds / median(host_s) for seconds in emulated_s],
-                   detail="each emulated window ÷ the host's median"),
+                   detail=f"{where}; the image's torch {emulated[0].torch} under QEMU, nice -n {NICENESS}; "
+                          f"CPU {cpu} s; {gflop:.1f} GFLOP, {rates[name]:.2f} GFLOP per CPU second"),
+            Figure(rows[2].key, rows[2].label, [run.cpu_s / host_cpu for run in emulated],
+                   detail="CPU seconds of the window (every thread), emulated ÷ the host's median: steady "
+                          "when the machine is busy, where wall times are not"),
             Figure(rows[3].key, rows[3].label,
                    [p.seconds / seconds for p, seconds in zip(predictions, emulated_s, strict=True)],
                    detail=f"after {budget:g} s of the window: "
@@ -169,7 +184,7 @@ def section_realsize(ctx: Context) -> list[Figure]:
         figures.append(
             RATE_SPREAD.figure(
                 [rates[fastest] / rates[slowest]],
-                detail=f"GFLOP/s under QEMU: {listed}; one rate per platform would be off by this much",
+                detail=f"GFLOP per CPU second under QEMU: {listed}; one rate per platform is off by this",
             )
         )
     return figures

@@ -40,14 +40,15 @@ def test_the_31m_network_is_what_the_readme_says() -> None:
     assert networks.parameters(networks.get("unet").build()) == 4_808_917
 
 
-def _run(window_s: float, ops: list[tuple[str, float, int]]) -> list[str]:
-    """A probe's output: each operation (name, seconds, flops), then the window."""
+def _run(window_s: float, ops: list[tuple[str, float, int]], cpu_s: float | None = None) -> list[str]:
+    """A probe's output: each operation (name, seconds, flops), then the window (its CPU seconds)."""
     lines, wall = ["ARMGATE_TORCH 2.10.0"], 0.0
     for index, (name, seconds, flops) in enumerate(ops):
         wall += seconds
         fields = {"i": index, "op": name, "shape": [1, 8, 96, 96, 96], "s": seconds, "f": flops, "t": wall}
         lines.append(OP_MARKER + json.dumps(fields))
-    lines.append(STAGE_MARKER + json.dumps({"stage": "window", "index": 0, "s": window_s, "shape": [1, 14]}))
+    window = {"stage": "window", "index": 0, "s": window_s, "cpu": cpu_s or window_s, "shape": [1, 14]}
+    lines.append(STAGE_MARKER + json.dumps(window))
     return lines
 
 
@@ -58,23 +59,26 @@ def test_the_section_pairs_emulated_windows_with_the_hosts_median(monkeypatch: p
     config = {"networks": ["dynunet"], "threads": 2, "budget_s": 30.0}
     monkeypatch.setattr(realsize, "settings", lambda: config)
     monkeypatch.setattr(realsize, "export", lambda network, folder: (folder / "m.ts", 31_182_126))
-    monkeypatch.setattr(realsize, "host_window", lambda model, network, threads: realsize._window(
-        _run(next(host_times), host_ops), "host"))  # fmt: skip
+    def host(model, network, threads):
+        seconds = next(host_times)
+        return realsize._window(_run(seconds, host_ops, 2 * seconds), "host")  # two threads busy
+
+    monkeypatch.setattr(realsize, "host_window", host)
     small = {"calls": 0}
 
     def emulated(ctx, model, window, threads):
         small["calls"] += window != (1, 1, 96, 96, 96)
         seconds = 80.0 if window == (1, 1, 96, 96, 96) else 9.0
-        return realsize._window(_run(seconds, image_ops), "emulated")
+        return realsize._window(_run(seconds, image_ops, 150.0), "emulated")
 
     monkeypatch.setattr(realsize, "emulated_window", emulated)
     found = {f.key: f for f in realsize.section_realsize(types.SimpleNamespace(runs=3, scratch=Path("/tmp")))}
     assert found["realsize_dynunet_host_s"].value == 1.1
     assert found["realsize_dynunet_emulated_s"].samples == [80.0]
-    assert found["realsize_dynunet_ratio"].samples == pytest.approx([80.0 / 1.1])
+    assert found["realsize_dynunet_ratio"].samples == pytest.approx([150.0 / 2.2])  # CPU seconds
     # stopped after 40 s (past the 30 s budget): the second convolution at the first one's rate
     assert found["realsize_dynunet_prediction"].samples == pytest.approx([80.0 / 80.0])
-    assert "8.0 GFLOP, 0.10 GFLOP/s" in found["realsize_dynunet_emulated_s"].detail
+    assert "8.0 GFLOP, 0.05 GFLOP per CPU second" in found["realsize_dynunet_emulated_s"].detail
     assert small["calls"] == 1 and "32×32×64 input × 13.5: 9.0 s, 1.52 × measured" in found[
         "realsize_dynunet_prediction"].detail  # fmt: skip
     table = readme.render_table({"command": "python -m bench", "started": "2026-12-07T10:00:00",
@@ -82,7 +86,7 @@ def test_the_section_pairs_emulated_windows_with_the_hosts_median(monkeypatch: p
                                  "machine": {"nproc": 2, "cpu": "x", "uname_m": "x86_64", "memory_gb": 24,
                                              "docker_engine": "26", "loadavg_start": [1.0, 1.0, 1.0]},
                                  "figures": [f.to_dict() for f in found.values()]})  # fmt: skip
-    assert "| 7  DynUNet (nnU-Net-like): QEMU ÷ host | 72.7× |" in table
+    assert "| 7  DynUNet (nnU-Net-like): QEMU ÷ host, CPU time | 68.2× |" in table
 
 
 def test_an_emulated_window_that_gave_no_time_fails_the_section_with_its_last_line() -> None:

@@ -199,3 +199,12 @@ def write_case(
             data["label_names"] = [names[crop.label]]
     (target / "case.toml").write_text(to_toml(data))
     return target
+
+
+def set_timeout(target: Path, seconds: float, basis: str) -> None:
+    """Give the crop case a timeout of its own (its case.toml's [run] timeout_s), saying why."""
+    case_toml = target / "case.toml"
+    data = tomllib.loads(case_toml.read_text())
+    data.setdefault("run", {})["timeout_s"] = float(math.ceil(seconds))
+    data["description"] = f"{data.get('description', '')}; timeout {basis}"
+    case_toml.write_text(to_toml(data))

@@ -79,8 +79,8 @@ class CaseTier:
 class Tier:
     """The tier of one gate run: started before the model check, prepared once its window time is known."""
 
-    def __init__(self, session, say=print) -> None:  # session: validation.session.GateSession
-        self.session, self.say = session, say
+    def __init__(self, session) -> None:  # session: validation.session.GateSession
+        self.session = session
         self.config = session.config
         self.settings = load_settings()
         self.folder = self.config.reports / "cross-arch"
@@ -89,6 +89,11 @@ class Tier:
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.config.jobs))
         self._windows_pool = ThreadPoolExecutor(max_workers=1)
         self._host_runs: dict[str, Future[run.RunResult]] = {}
+        self.window_s: float | None = None
+
+    def say(self, text: str) -> None:
+        """To the terminal the gate started with: its checks' output is captured meanwhile."""
+        print(text, file=self.session.out, flush=True)
 
     def start_host_runs(self) -> None:
         """The app on each full study on the host, its windows recorded (in the background)."""
@@ -108,7 +113,8 @@ class Tier:
     def prepare(self, window_s: float | None) -> list[cases.Case]:
         """Wait for the host runs; crop each study, choose its windows, start their comparison; the crop
         cases, which the regular checks then gate (a case whose host run failed keeps its full study,
-        and its tier checks say why)."""
+        and its tier checks say why). `window_s`: the model check's window time, predicted or measured."""
+        self.window_s = window_s
         crops = []
         for name, entry in self.cases.items():
             entry.host = self._host_runs[name].result()
@@ -134,6 +140,14 @@ class Tier:
         entry.crop = crop.choose(labels, crop.box_voxels(grid, box_mm))
         target = crop.write_case(case, grid, entry.crop, self.folder / "cases" / case.name, app.labels)
         cropped = cases.load_case(target, app.labels, run_time, case.memory)
+        explicit = "timeout_s" in tomllib.loads((case.path / "case.toml").read_text()).get("run", {})
+        if window_s is not None and not explicit and cropped.windows is not None:
+            # the contract's [run] figures hold for its default model: the crop's time follows the window's
+            per_window = max(window_s, run_time.seconds_per_window)
+            timeout = run_time.margin * (run_time.start_s + cropped.windows * per_window)
+            basis = f"{run_time.margin:g} × ({run_time.start_s:g} s + {cropped.windows} × {per_window:.0f} s)"
+            crop.set_timeout(target, timeout, f"{basis}, the window's time in the image")
+            cropped = cases.load_case(target, app.labels, run_time, case.memory)
         windows = self.folder / case.name / "windows"
         recorded = window_check.recorded(windows)
         entry.windows_total = len(recorded)
@@ -190,8 +204,15 @@ class Tier:
 
         return window_check.compare_windows(
             config.image, config.app, config.model, windows, entry.chosen, self.settings.logit_rtol,
-            config.profile.platform, self.session.labels, say,
+            config.profile.platform, self.session.labels, say, timeout_s=self._windows_timeout(entry),
         )  # fmt: skip
+
+    def _windows_timeout(self, entry: CaseTier) -> float | None:
+        """The chosen windows' run may take the contract's margin × their predicted time, plus a start."""
+        run_time, window_s = cases.run_time(self.config.app), self.window_s
+        if run_time is None or window_s is None:
+            return None
+        return run_time.margin * (run_time.start_s + len(entry.chosen) * window_s)
 
     def stop(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

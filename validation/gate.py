@@ -259,7 +259,8 @@ def _gate(session: GateSession, scope: verdict.Scope, pytest_args: list[str]) ->
         if tier is not None:
             config.cases = tier.prepare(planner.prediction.seconds if planner.prediction else None)
             if planner.prediction is not None:
-                plan.Planner(config.cases, run_time, platform).update(planner.prediction)
+                crops = plan.Planner(config.cases, run_time, platform, ways_out=plan.CROP_WAYS_OUT)
+                crops.update(planner.prediction)
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
     evidence = Evidence(session)
     args = [

@@ -23,6 +23,11 @@ WAYS_OUT = (
     "over runners), give the case a larger [run] timeout_s in its case.toml, or gate it here with "
     "--cross-arch (PARTIAL: the whole pipeline on a crop of the study, the model on chosen windows of it)"
 )
+# the cross-arch tier's crops keep a timeout_s their case sets: the ways out of a crop that cannot finish
+CROP_WAYS_OUT = (
+    "gate it natively on an ARM runner (README: Release gate on ARM runners), or give the case a larger "
+    "[run] timeout_s in its case.toml (its crop keeps it), or none (the crop's follows the window's time)"
+)
 
 
 def where(image_platform: str, machine: str | None = None) -> str:
@@ -56,8 +61,9 @@ def case_plan(case: Case, run_time: RunTime | None, window_s: float) -> CasePlan
     return CasePlan(case.name, case.windows, predicted, case.timeout_s, case.timeout_basis)
 
 
-def table(plans: Sequence[CasePlan]) -> list[str]:
-    """The plan as aligned lines: case, windows, predicted time, timeout, verdict."""
+def table(plans: Sequence[CasePlan], late: str = "REFUSED") -> list[str]:
+    """The plan as aligned lines: case, windows, predicted time, timeout, and `late` for a case that
+    cannot finish within its timeout."""
     rows = [("case", "windows", "predicted", "timeout", "")]
     for plan in plans:
         rows.append(
@@ -66,7 +72,7 @@ def table(plans: Sequence[CasePlan]) -> list[str]:
                 "?" if plan.windows is None else str(plan.windows),
                 "not predicted" if plan.predicted_s is None else f"{plan.predicted_s:.0f} s",
                 f"{plan.timeout_s:.0f} s",
-                "fits" if plan.fits else "REFUSED",
+                "fits" if plan.fits else late,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
@@ -75,7 +81,9 @@ def table(plans: Sequence[CasePlan]) -> list[str]:
     ]
 
 
-def refusal(plans: Sequence[CasePlan], run_time: RunTime, window_s: float, platform: str) -> str:
+def refusal(
+    plans: Sequence[CasePlan], run_time: RunTime, window_s: float, platform: str, ways_out: str = WAYS_OUT
+) -> str:
     """One line: every case predicted past its timeout, with the numbers, and the ways out."""
     late = [plan for plan in plans if not plan.fits]
     one = late[0]
@@ -84,12 +92,12 @@ def refusal(plans: Sequence[CasePlan], run_time: RunTime, window_s: float, platf
         return (
             f"case {one.name}: predicted {one.predicted_s:.0f} s ({run_time.start_s:g} s + {one.windows} "
             f"windows × {per_window}), past its timeout of {one.timeout_s:.0f} s ({one.timeout_basis}); "
-            f"{WAYS_OUT}"
+            f"{ways_out}"
         )
     listed = ", ".join(f"{plan.name} {plan.predicted_s:.0f} s > {plan.timeout_s:.0f} s" for plan in late)
     return (
         f"{len(late)} cases are predicted past their timeouts ({run_time.start_s:g} s + windows × "
-        f"{per_window}): {listed}; {WAYS_OUT}"
+        f"{per_window}): {listed}; {ways_out}"
     )
 
 
@@ -104,8 +112,10 @@ class Planner:
         image_platform: str,
         say: Callable[[str], None] = print,
         refuse: bool = True,
+        ways_out: str = WAYS_OUT,
     ) -> None:
         self.cases, self.run_time, self.say, self.refuse = list(cases), run_time, say, refuse
+        self.ways_out = ways_out
         self.platform = where(image_platform)
         self.printed: list[CasePlan] | None = None
         self.prediction: Prediction | None = None
@@ -118,13 +128,13 @@ class Planner:
                 f"plan: one model window takes {prediction.describe()} in {self.platform}, one thread; "
                 f"each case {self._basis()}:"
             )
-            for line in table(plans):
+            for line in table(plans, "REFUSED" if self.refuse else "past its timeout: not run whole"):
                 self.say(line)
             self.printed = plans
         elif prediction.complete:
             self.say(f"plan: the window measured {prediction.seconds:.0f} s; every case still fits")
         if self.refuse and self.run_time is not None and not all(plan.fits for plan in plans):
-            raise GateError(refusal(plans, self.run_time, prediction.seconds, self.platform))
+            raise GateError(refusal(plans, self.run_time, prediction.seconds, self.platform, self.ways_out))
 
     def _basis(self) -> str:
         if self.run_time is None:

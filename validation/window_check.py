@@ -137,7 +137,7 @@ def _host_outputs(model: Path, inputs: list[Path], outputs: list[Path]) -> str:
 
 def _image_outputs(
     image: str, app: AppContract, model: Path, folder: Path, files: list[str], platform: str,
-    labels: Mapping[str, str], say: Callable[[str], None],
+    labels: Mapping[str, str], say: Callable[[str], None], timeout_s: float | None,
 ) -> str:  # fmt: skip
     """The image's answer to each input, in one locked-down container; '' or why it failed."""
     name = f"{run.CONTAINER_PREFIX}windows-{uuid.uuid4().hex[:12]}"
@@ -153,8 +153,17 @@ def _image_outputs(
     lines: list[str] = []
     watch = probe_watch.WindowWatch(None, float("inf"), None, say)
     with engine.container(command, f"cross-arch windows: docker run of {image} failed") as container_id:
-        probe_watch.follow(name, watch, lines)
-        exit_code, _ = engine.wait(name, container_id, 60)
+        watchdog = probe_watch.Watchdog(name, timeout_s if timeout_s is not None else float("inf"))
+        try:
+            probe_watch.follow(name, watch, lines)
+        finally:
+            watchdog.stop()
+        waited = None if watchdog.fired else engine.wait_for(name, container_id, 60)
+    if waited is None:
+        return f"the image's run of the chosen windows gave no answer within {timeout_s:.0f} s"
+    if waited.error:
+        return f"the image's run of the chosen windows: docker wait failed: {waited.error}"
+    exit_code = waited.exit_code
     if exit_code != 0:
         last = next((line for line in reversed(lines) if line.strip()), "no output")
         return f"the image's run of the chosen windows exited with {exit_code}: {last[:300]}"
@@ -172,6 +181,7 @@ def compare_windows(
     labels: Mapping[str, str],
     say: Callable[[str], None] = lambda text: None,
     image_model: Path | None = None,
+    timeout_s: float | None = None,
 ) -> WindowsResult:
     """Run the chosen inputs (`folder`/window-NNNN.pt) in the image and on the host and compare the
     answers. `image_model`: another file for the image side (a test's deliberately perturbed weights)."""
@@ -179,7 +189,8 @@ def compare_windows(
     result = WindowsResult(chosen, rtol)
     files = [c.file for c in chosen]
     folder.chmod(0o777)  # the image's user writes its answers here
-    problem = _image_outputs(image, app, image_model or model, folder, files, platform, labels, say)
+    side = image_model or model
+    problem = _image_outputs(image, app, side, folder, files, platform, labels, say, timeout_s)
     inputs, answers = [folder / f for f in files], [folder / f"host-{f}" for f in files]
     problem = problem or _host_outputs(model, inputs, answers)
     if problem:

@@ -111,9 +111,12 @@ for index in range(len(_inputs) if _inputs else 1):
         window = torch.load(_inputs[index])
     else:
         window = torch.rand(SHAPE, generator=torch.Generator().manual_seed(0))
+    cpu = time.process_time()
     output, seconds, timed = _forward(model, window)
+    cpu = round(time.process_time() - cpu, 3)  # every thread's CPU seconds: steady on a busy machine
     shape = _shape(output)
-    _say("ARMGATE_PROBE ", stage="window", index=index, s=round(seconds, 3), shape=shape, timed=timed)
+    seconds = round(seconds, 3)
+    _say("ARMGATE_PROBE ", stage="window", index=index, s=seconds, cpu=cpu, shape=shape, timed=timed)
     if _outputs:
         torch.save(output, _outputs[index])
 """
