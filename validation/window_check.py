@@ -8,7 +8,7 @@ within 1e-3 of each other (where a small numeric difference turns into another l
 padded by the sliding window (a border), then by organ voxels. The image runs its model on exactly those
 inputs (one thread, the case runs' lock-down); the host runs its own on them again, one window per call
 as the image does, and the two logit tensors are compared: the largest absolute difference over the
-largest absolute host logit must stay within `logit_rtol` (validation/timing.toml, measured).
+largest absolute host logit must stay within `logit_rtol` (validation/timing.toml).
 """
 
 from __future__ import annotations
