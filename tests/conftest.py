@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from validation import build, contract, host, profiles, run
+from validation import build, contract, host, profiles, run, shared_files
 from validation.build import BuildRecord
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -142,7 +142,8 @@ def holoscan_host_python() -> Path:
     fixtures/holoscan/app.toml` installs the same, here into .cache/nox-holoscan (reused when present)."""
     command = [sys.executable, "-m", "nox", "--envdir", str(HOLOSCAN_HOST_ENVS), "--install-only",
                "-s", "acceptance", "--", "--app", str(HOLOSCAN_CONTRACT)]  # fmt: skip
-    done = subprocess.run(command, cwd=profiles.ROOT, capture_output=True, text=True, check=False)
+    with shared_files.turn(HOLOSCAN_HOST_ENVS.with_suffix(".lock"), "the Holoscan host environment"):
+        done = subprocess.run(command, cwd=profiles.ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return HOLOSCAN_HOST_ENVS / "acceptance" / "bin" / "python"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from validation import app_lock, contract, engine, generation, host, lock, profiles, progress, sbom
 from validation.errors import GateError
+from validation.shared_files import replace_text, turn
 
 ROOT = profiles.ROOT
 REPORTS = Path(os.environ.get("ARMGATE_REPORTS", ROOT / "reports"))
@@ -324,67 +325,67 @@ def build(
     contract.check_floors(app, profile, {package.name: package.version for package in locked})
     profile.check_sdk({package.name: package.version for package in locked})
     require_engine()
-    started = time.monotonic()
-    if profile.base.kind == "debootstrap":
-        base_reference = make_debootstrap_base(profile)
-    else:
-        base_reference = pull_base(profile)
-    revision, created = app_revision(app)
-    lock_sha = lock.lock_hash(installed_lock) if installed_lock else None
-    image = f"armgate/{app.name}:{profile.name}"
-    tags = [image, f"{image}-{revision}", *extra_tags]
-    labels = {
-        "org.opencontainers.image.title": app.name,
-        "org.opencontainers.image.revision": revision,
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.base.name": base_reference,
-        "org.armgate.profile": profile.name,
-        "org.armgate.lock-sha256": lock_sha or "none (installed from the network)",
-    }
-    with tempfile.TemporaryDirectory() as scratch:
-        wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
-        iidfile = Path(scratch) / "iid"
-        context = stage_context(app, Path(scratch))
-        if profile.base.qemu_cpu:  # every emulated run of the image too: gate, model check, a site on x86
-            dockerfile = context / "Dockerfile"
-            dockerfile.write_text(dockerfile.read_text() + f"ENV QEMU_CPU={profile.base.qemu_cpu}\n")
-        if app_lock_path is not None:
-            stage_app_requirements(profile, app_lock_path, context)
-        args = buildx_args(
-            profile, app, base_reference, wheels, tags, labels, iidfile, context, app_lock_path
+    base_reference = pull_base(profile) if profile.base.kind != "debootstrap" else ""
+    # the base images, the wheelhouse and the build record are this checkout's: one build at a time
+    with turn(lock.CACHE / "build.lock", "build"):
+        started = time.monotonic()
+        if profile.base.kind == "debootstrap":
+            base_reference = make_debootstrap_base(profile)
+        revision, created = app_revision(app)
+        lock_sha = lock.lock_hash(installed_lock) if installed_lock else None
+        image = f"armgate/{app.name}:{profile.name}"
+        tags = [image, f"{image}-{revision}", *extra_tags]
+        labels = {
+            "org.opencontainers.image.title": app.name,
+            "org.opencontainers.image.revision": revision,
+            "org.opencontainers.image.created": created,
+            "org.opencontainers.image.base.name": base_reference,
+            "org.armgate.profile": profile.name,
+            "org.armgate.lock-sha256": lock_sha or "none (installed from the network)",
+        }
+        with tempfile.TemporaryDirectory() as scratch:
+            wheels = lock.ensure_wheelhouse(profile) if profile.install == "wheelhouse" else Path(scratch)
+            iidfile = Path(scratch) / "iid"
+            context = stage_context(app, Path(scratch))
+            if profile.base.qemu_cpu:  # every emulated run of the image too: gate, model check, a site on x86
+                dockerfile = context / "Dockerfile"
+                dockerfile.write_text(dockerfile.read_text() + f"ENV QEMU_CPU={profile.base.qemu_cpu}\n")
+            if app_lock_path is not None:
+                stage_app_requirements(profile, app_lock_path, context)
+            args = buildx_args(
+                profile, app, base_reference, wheels, tags, labels, iidfile, context, app_lock_path
+            )
+            _run_buildx(["--no-cache", *args] if no_cache else args, tags[0])
+            image_id = iidfile.read_text().strip()
+        facts = engine.require_image(image_id, f"{image}: the image just built is not on the engine")
+        platform = facts.platform
+        if platform != profile.platform:
+            raise GateError(
+                f"{image}: built as {platform}, expected {profile.platform}; see README troubleshooting"
+            )
+        prune_revision_tags(f"armgate/{app.name}", profile.name, f"{profile.name}-{revision}")
+        report = report or REPORTS / "build.json"
+        sbom_path = sbom.write_sbom(
+            image, image_id, profile.platform, installed_lock, report.with_name("sbom.cdx.json")
         )
-        _run_buildx(["--no-cache", *args] if no_cache else args, tags[0])
-        image_id = iidfile.read_text().strip()
-    facts = engine.require_image(image_id, f"{image}: the image just built is not on the engine")
-    platform = facts.platform
-    if platform != profile.platform:
-        raise GateError(
-            f"{image}: built as {platform}, expected {profile.platform}; see README troubleshooting"
+        record = BuildRecord(
+            image=image,
+            tags=tags,
+            image_id=image_id,
+            platform=platform,
+            architecture=facts.architecture or "?",
+            profile=profile.name,
+            base=base_reference,
+            lock_sha256=lock_sha,
+            revision=revision,
+            seconds=round(time.monotonic() - started, 1),
+            size_bytes=facts.size,
+            sbom=str(sbom_path),
+            app_name=app.name,
+            app_contract=str(app.path),
         )
-    prune_revision_tags(f"armgate/{app.name}", profile.name, f"{profile.name}-{revision}")
-    report = report or REPORTS / "build.json"
-    sbom_path = sbom.write_sbom(
-        image, image_id, profile.platform, installed_lock, report.with_name("sbom.cdx.json")
-    )
-    record = BuildRecord(
-        image=image,
-        tags=tags,
-        image_id=image_id,
-        platform=platform,
-        architecture=facts.architecture or "?",
-        profile=profile.name,
-        base=base_reference,
-        lock_sha256=lock_sha,
-        revision=revision,
-        seconds=round(time.monotonic() - started, 1),
-        size_bytes=facts.size,
-        sbom=str(sbom_path),
-        app_name=app.name,
-        app_contract=str(app.path),
-    )
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    return record
+        replace_text(report, json.dumps(asdict(record), indent=2) + "\n")
+        return record
 
 
 def main(argv: list[str]) -> int:

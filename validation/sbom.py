@@ -21,7 +21,7 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot5
 from packageurl import PackageURL
 
-from validation import image_tree, lock
+from validation import image_tree, lock, shared_files
 from validation.errors import GateError
 
 IMAGE_ID_PROPERTY = "armgate:image-id"
@@ -124,5 +124,5 @@ def write_sbom(image: str, image_id: str, platform: str, lock_path: Path | None,
     locked = lock.parse_lock(lock_path) if lock_path else []
     bom = make_bom(image, image_id, installed_packages(image_id, platform), locked)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(bom))
+    shared_files.replace_text(path, render(bom))
     return path
