@@ -15,7 +15,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,16 +89,19 @@ def missing_imports(python: Path, targets: tuple[str, ...]) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def session_python(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The Python of a session's own environment, installed once per test session."""
-    envdir, made = tmp_path_factory.mktemp("nox-envs"), {}
+def session_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Path]]:
+    """The Python of a session's own environment, installed once per test session. Every session the
+    tests here ask for is installed two at a time as soon as the first is asked for (each nox process
+    writes only its own folder under `envdir`); an install is mostly unpacking wheels, one core each."""
+    envdir = tmp_path_factory.mktemp("nox-envs")
+    pool = ThreadPoolExecutor(max_workers=2)
+    made = {name: pool.submit(install_session, name, envdir) for name in [*sorted(LOADS), "lint"]}
 
     def python(name: str) -> Path:
-        if name not in made:
-            made[name] = install_session(name, envdir)
-        return made[name]
+        return made[name].result()
 
-    return python
+    yield python
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.slow
