@@ -138,11 +138,17 @@ def compare(session: nox.Session) -> None:
     run_validation(session, "compare")
 
 
+# The suite on one worker per core (pytest-xdist, at most 4), a test file at a time each: while one
+# worker's build or host run leaves a core idle, the other's gate uses it. Builds of one checkout take
+# turns (validation/shared_files.py). `-n 0` after `--` runs it in one process (e.g. for `-s`).
+TEST_WORKERS = ("--numprocesses", "auto", "--maxprocesses", "4", "--dist", "loadfile")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run armgate's own test suite (builds and gates the default image; Docker required in CI)."""
     install_groups(session, "test", app=True, extra=fixture_apps_host_requirements())
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *TEST_WORKERS, *session.posargs)
 
 
 @nox.session(default=False)
