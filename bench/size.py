@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.common import Context, buildx, image_size
 from bench.figures import Figure, Headline, Target
 from validation import build, engine, lock
+from validation.shared_files import turn
 
 BASELINES = {
     "recipe": build.ROOT / "container" / "bench" / "recipe.Dockerfile",
@@ -79,8 +80,9 @@ def baseline_args(ctx: Context, dockerfile: Path, base: str, wheels: Path, tag: 
 
 def section_size(ctx: Context) -> list[Figure]:
     """The shipped image against both baselines; the trimmable bytes it carries."""
-    base = build.make_debootstrap_base(ctx.profile)
-    wheels = lock.ensure_wheelhouse(ctx.profile)
+    with turn(lock.CACHE / "build.lock", "the size baselines' base and wheels"):  # as a build takes them
+        base = build.make_debootstrap_base(ctx.profile)
+        wheels = lock.ensure_wheelhouse(ctx.profile)
     app_bytes = image_size(ctx.image)
     figures = []
     sizes: dict[str, int] = {}
