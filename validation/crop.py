@@ -18,7 +18,6 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 from validation import cases
 from validation.dicom_grid import SeriesGrid
 from validation.errors import GateError
+from validation.profiles import to_toml
 
 # [input] facts a crop changes, so its case.toml leaves them out (the rest still hold and are checked)
 CHANGED_FACTS = ("files", "slices")
@@ -153,28 +153,6 @@ def write_dicom(source: Path, grid: SeriesGrid, crop: Crop, target: Path) -> int
             continue
         written += 1
     return written
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
-    """Scalars, lists and nested tables (the standard library only reads TOML)."""
-    text = "".join(f"{k} = {_toml_value(v)}\n" for k, v in data.items() if not isinstance(v, Mapping))
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            name = f"{prefix}.{key}" if prefix else key
-            text += f"\n[{name}]\n" + to_toml(value, name)
-    return text
 
 
 def write_case(
