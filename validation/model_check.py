@@ -200,12 +200,9 @@ def check_model(
 
             watch = probe_watch.WindowWatch(host, SETTINGS.budget_s, predicted, say or (lambda text: None))
             try:
-                probe_watch.follow(name, watch, lines)
+                waited = probe_watch.follow_to_exit(name, container_id, watch, lines, watchdog)
             except _Predicted as stopped:
                 return _stopped_check(model, facts, lines, stopped.prediction, time.monotonic() - started)
-            finally:
-                watchdog.stop()
-            waited = None if watchdog.fired else engine.wait_for(name, container_id, 60)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     seconds = time.monotonic() - started

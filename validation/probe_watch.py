@@ -155,3 +155,15 @@ def follow(name: str, watch: WindowWatch | None, lines: list[str]) -> None:
         if follower.poll() is None:
             follower.kill()
         follower.wait()
+
+
+def follow_to_exit(
+    name: str, container_id: str, watch: WindowWatch | None, lines: list[str], watchdog: Watchdog
+) -> engine.Waited | None:
+    """`follow` the container to its end, then how it exited as `docker wait` saw it; None when the
+    watchdog killed it first. The watchdog stops either way (also when `watch` raises)."""
+    try:
+        follow(name, watch, lines)
+    finally:
+        watchdog.stop()
+    return None if watchdog.fired else engine.wait_for(name, container_id, 60)

@@ -154,11 +154,7 @@ def _image_outputs(
     watch = probe_watch.WindowWatch(None, float("inf"), None, say)
     with engine.container(command, f"cross-arch windows: docker run of {image} failed") as container_id:
         watchdog = probe_watch.Watchdog(name, timeout_s if timeout_s is not None else float("inf"))
-        try:
-            probe_watch.follow(name, watch, lines)
-        finally:
-            watchdog.stop()
-        waited = None if watchdog.fired else engine.wait_for(name, container_id, 60)
+        waited = probe_watch.follow_to_exit(name, container_id, watch, lines, watchdog)
     if waited is None:
         return f"the image's run of the chosen windows gave no answer within {timeout_s:.0f} s"
     if waited.error:
