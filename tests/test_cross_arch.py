@@ -7,36 +7,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
+from bench import tier_time
 from tests.conftest import run_gate
-from validation import contract, gate
+from validation import contract, engine, gate
 from validation.build import BuildRecord
 from validation.errors import GateError
 
 APP = contract.load()
 
-# The image side's numerics changed on purpose: every model the image's Python loads has its last weight
-# scaled by 1.01 (the host's model file is untouched). The fixture model's one weight (its smoothing
-# kernel) moves its logits by 5e-4 of their largest then; by 1.001, 5e-5, under logit_rtol: not caught.
-PERTURB = '''
-import torch
-
-_load = torch.jit.load
-
-def _perturbed(*args, **kwargs):
-    module = _load(*args, **kwargs)
-    weight = [p for name, p in module.named_parameters() if name.endswith("weight")][-1]
-    with torch.no_grad():
-        weight.mul_(1.01)
-    return module
-
-torch.jit.load = _perturbed
-'''
+# The image side's numerics changed on purpose (bench/perturbed_numerics/): every model the image's Python
+# loads has its last weight scaled by 1.01 (the host's model file is untouched). The fixture model's one
+# weight (its smoothing kernel) moves its logits by 5e-4 of their largest then; by 1.001, 5e-5, under
+# logit_rtol: not caught.
+PERTURBED, PERTURBATION = tier_time.perturbation(1.01)
 
 
 def test_the_tier_asks_for_the_host_and_leaves_the_crops_reference_checks_out() -> None:
@@ -60,17 +47,7 @@ def _one_case(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_a_perturbed_image_fails_the_tier_on_its_windows(built_image: BuildRecord, tmp_path: Path) -> None:
     context = tmp_path / "perturbed"
-    context.mkdir()
-    (context / "sitecustomize.py").write_text(PERTURB)
-    (context / "Dockerfile").write_text(
-        f"FROM {built_image.image}\nCOPY sitecustomize.py /opt/perturb/sitecustomize.py\n"
-        "ENV PYTHONPATH=/opt/perturb\n"
-    )
-    tag = f"armgate/perturbed:{uuid.uuid4().hex[:12]}"
-    command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none"]
-    made = subprocess.run([*command, "--tag", tag, str(context)], capture_output=True, text=True, check=False)
-    assert made.returncode == 0, made.stderr[-2000:]
-    try:
+    with engine.derived_image(built_image.image, "linux/arm64", PERTURBED, context, PERTURBATION) as tag:
         reports = tmp_path / "acceptance"
         result = run_gate(["--cross-arch", "--image", tag, "--cases", str(_one_case(tmp_path)),
                            "--reports", str(reports), "-k", "not test_image"])  # fmt: skip
@@ -86,5 +63,3 @@ def test_a_perturbed_image_fails_the_tier_on_its_windows(built_image: BuildRecor
         assert "cross-arch: standard: crop columns" in result.stdout
         record = json.loads((reports / "cross-arch.json").read_text())["cases"]["standard"]
         assert record["chosen"] and record["compared"][0]["max_abs"] > 0
-    finally:
-        subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)

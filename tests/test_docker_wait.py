@@ -84,7 +84,6 @@ def test_wait_for_says_how_the_wait_ended(
 ) -> None:
     fake_engine(tmp_path, monkeypatch, wait)
     assert engine.wait_for("armgate-run-x", "0123456789ab", 30) == expected
-    assert engine.wait("armgate-run-x", "0123456789ab", 30) == (expected.exit_code, None)
 
 
 def test_the_model_checks_failed_wait_is_named_not_a_timeout() -> None:

@@ -195,7 +195,7 @@ def test_a_missing_client_is_one_line_naming_the_fix(monkeypatch: pytest.MonkeyP
     assert str(raised.value) == engine.MISSING_CLIENT
     assert "nox -s prepare" in str(raised.value) and "\n" not in str(raised.value)
     with pytest.raises(GateError, match="nox -s prepare"):
-        engine.wait("armgate-run-none", "0", 1)
+        engine.wait_for("armgate-run-none", "0", 1)
     assert engine.probe("version") is None, "a status probe reports a missing client as no answer"
 
 

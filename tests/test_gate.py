@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import GateRun, fixture_digest, run_gate
 from tests.test_image_files import elf
-from validation import cases, contract, profiles, run
+from validation import cases, contract, engine, profiles, run
 from validation.build import BuildRecord
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -237,13 +237,12 @@ def test_ctrl_c_ends_a_gate_started_with_sigint_ignored(built_image: BuildRecord
 
 
 X86_64 = 62  # ELF e_machine of the foreign binary the broken image holds
-BROKEN_IMAGE_DOCKERFILE = """\
-FROM {image}
+BROKEN_IMAGE_STEPS = """\
 USER root
 COPY x86-binary /opt/venv/lib/x86-binary
 COPY x86-binary /usr/lib/python3.11/x86-stdlib-binary
 COPY x86-binary /usr/local/share/x86-target
-COPY broken-1.0.dist-info /opt/venv/lib/python3.11/site-packages/broken-1.0.dist-info
+COPY METADATA /opt/venv/lib/python3.11/site-packages/broken-1.0.dist-info/METADATA
 RUN rm /opt/multiorgan-seg/README.md && echo "# edited after the build" >> /opt/multiorgan-seg/app_config.py \
     && ln -s /usr/local/share/x86-target /opt/venv/bin/linked-tool && touch /root/leftover.whl
 ENV HTTP_PROXY=http://proxy.invalid:3128 MONAI_WORKDIR=/var/monai HOME=/root
@@ -267,19 +266,11 @@ BROKEN_IMAGE_FAILURES = {
 @pytest.fixture
 def broken_image(built_image: BuildRecord, tmp_path: Path):
     """The real image with one fault per image check layered on top (nothing pulled, no network)."""
+    metadata = b"Metadata-Version: 2.1\nName: broken\nVersion: 1.0\nRequires-Dist: nonexistent-package\n"
+    files = {"METADATA": metadata, "x86-binary": elf(X86_64)}  # foreign on every host, an ARM one included
     context = tmp_path / "broken"
-    (context / "broken-1.0.dist-info").mkdir(parents=True)
-    (context / "broken-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: broken\nVersion: 1.0\nRequires-Dist: nonexistent-package\n"
-    )
-    (context / "x86-binary").write_bytes(elf(X86_64))  # foreign on every host, an ARM one included
-    (context / "Dockerfile").write_text(BROKEN_IMAGE_DOCKERFILE.format(image=built_image.image))
-    tag = f"armgate/broken:{tmp_path.name[-20:].lower()}"
-    command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none"]
-    made = subprocess.run([*command, "--tag", tag, str(context)], capture_output=True, text=True, check=False)
-    assert made.returncode == 0, made.stderr[-2000:]
-    yield tag
-    subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)
+    with engine.derived_image(built_image.image, "linux/arm64", BROKEN_IMAGE_STEPS, context, files) as tag:
+        yield tag
 
 
 def test_every_image_check_fails_on_a_broken_image(broken_image: str, tmp_path: Path) -> None:
@@ -303,21 +294,11 @@ def test_every_image_check_fails_on_a_broken_image(broken_image: str, tmp_path: 
 
 
 def test_pip_check_fails_when_pip_is_missing(built_image: BuildRecord, tmp_path: Path) -> None:
-    context = tmp_path / "no-pip"
-    context.mkdir()
-    (context / "Dockerfile").write_text(
-        f"FROM {built_image.image}\nUSER root\nRUN rm -rf /opt/venv/lib/python3.11/site-packages/pip\n"
-    )
-    tag = f"armgate/no-pip:{tmp_path.name[-20:].lower()}"
-    command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none"]
-    made = subprocess.run([*command, "--tag", tag, str(context)], capture_output=True, text=True, check=False)
-    assert made.returncode == 0, made.stderr[-2000:]
-    try:
+    steps = "USER root\nRUN rm -rf /opt/venv/lib/python3.11/site-packages/pip"
+    with engine.derived_image(built_image.image, "linux/arm64", steps, tmp_path / "no-pip") as tag:
         reports = tmp_path / "acceptance"
         result = gate(tag, reports, "--cases", str(one_case(tmp_path)), "-k", "test_pip_check")
         assert result.returncode == 1, result.stdout[-3000:]
         failed = failed_checks(reports)
         assert list(failed) == ["test_pip_check"], failed
         assert "No module named pip" in failed["test_pip_check"], failed
-    finally:
-        subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)

@@ -6,8 +6,6 @@ library, fails in one line naming what is missing."""
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,21 +67,8 @@ def derived_image(
 ) -> Iterator[str]:
     """An image made from the built one by `steps` (Dockerfile lines; `files` are in the context), removed
     afterwards: the state a broken profile's build would leave, without a second package install."""
-    tag = f"armgate-test/holoscan-derived:{uuid.uuid4().hex[:12]}"
-    context = tmp_path / "derived"
-    context.mkdir()
-    for name, content in (files or {}).items():
-        (context / name).write_bytes(content)
-    engine.docker("tag", base.image_id, f"{tag}-base")
-    (context / "Dockerfile").write_text(f"FROM {tag}-base\n{steps}\n")
-    try:
-        command = ["docker", "buildx", "build", "--platform", base.platform, "--load", "--network", "none",
-                   "--tag", tag, str(context)]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
+    with engine.derived_image(base.image_id, base.platform, steps, tmp_path / "derived", files) as tag:
         yield tag
-    finally:
-        engine.docker("image", "rm", "--force", tag, f"{tag}-base")
 
 
 def one_case(tmp_path: Path) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,25 +54,16 @@ def one_case(tmp_path: Path) -> Path:
 def derived_map(made: map_build.MapBuild, tmp_path: Path, app: dict | None = None, pkg: dict | None = None,
                 label_version: str | None = None) -> Iterator[str]:  # fmt: skip
     """The MAP with other manifests (and version label), removed afterwards: no RUN, so nothing emulated."""
-    tag = f"armgate-test/map-derived:{uuid.uuid4().hex[:12]}"
-    context = tmp_path / "derived"
-    context.mkdir()
-    lines = [f"FROM {made.image}"]
+    files, lines = {}, []
     for name, manifest in (("app.json", app), ("pkg.json", pkg)):
         if manifest is not None:
-            (context / name).write_text(json.dumps(manifest))
+            files[name] = json.dumps(manifest).encode()
             lines.append(f"COPY {name} /etc/holoscan/{name}")
     if label_version:
         lines.append(f'LABEL org.opencontainers.image.version="{label_version}"')
-    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
-    try:
-        command = ["docker", "buildx", "build", "--platform", "linux/arm64", "--load", "--network", "none",
-                   "--tag", tag, str(context)]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
+    steps = "\n".join(lines)
+    with engine.derived_image(made.image, "linux/arm64", steps, tmp_path / "derived", files) as tag:
         yield tag
-    finally:
-        engine.docker("image", "rm", "--force", tag)
 
 
 def manifest(made: map_build.MapBuild, name: str) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from validation import build, contract, run
-from validation.build import RevisionTag
+from validation import build, contract, revision_tags, run
+from validation.revision_tags import RevisionTag
 
 REV = ["a" * 12, "b" * 12, "c" * 12, "d" * 12]  # committed in this order
 # commit times as git writes them, in several offsets: the last sorts first as text, last as an instant
@@ -35,13 +35,13 @@ def test_keeps_current_and_previous_of_the_profile_only() -> None:
         RevisionTag(f"bookworm-{REV[0]}-dirty", "bookworm", TIMES[0]),
         RevisionTag(f"bookworm-{'e' * 12}", "bullseye", TIMES[0]),  # right name, another profile's image
     ]
-    removed = build.revision_tags_to_remove(found, "bookworm", f"bookworm-{REV[3]}")
+    removed = revision_tags.to_remove(found, "bookworm", f"bookworm-{REV[3]}")
     assert sorted(removed) == sorted([f"bookworm-{REV[0]}", f"bookworm-{REV[1]}", f"bookworm-{REV[0]}-dirty"])
 
 
 def test_building_an_older_revision_keeps_the_newest_other_one() -> None:
     found = [RevisionTag(f"bookworm-{rev}", "bookworm", time) for rev, time in zip(REV, TIMES, strict=True)]
-    assert build.revision_tags_to_remove(found, "bookworm", f"bookworm-{REV[0]}") == [
+    assert revision_tags.to_remove(found, "bookworm", f"bookworm-{REV[0]}") == [
         f"bookworm-{REV[2]}",
         f"bookworm-{REV[1]}",
     ]
@@ -49,7 +49,7 @@ def test_building_an_older_revision_keeps_the_newest_other_one() -> None:
 
 def test_nothing_to_remove_with_two_revisions() -> None:
     found = [RevisionTag(f"bookworm-{rev}", "bookworm", t) for rev, t in zip(REV[:2], TIMES[:2], strict=True)]
-    assert build.revision_tags_to_remove(found, "bookworm", f"bookworm-{REV[1]}") == []
+    assert revision_tags.to_remove(found, "bookworm", f"bookworm-{REV[1]}") == []
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_prune_removes_older_tags_from_the_engine(repository: str, tmp_path: Pat
     for index, (rev, time) in enumerate(zip(REV, TIMES, strict=True)):
         _tiny_image(tmp_path / f"b{index}", f"{repository}:bookworm-{rev}", "bookworm", time)
     _tiny_image(tmp_path / "other", f"{repository}:bullseye-{REV[0]}", "bullseye", TIMES[0])
-    removed = build.prune_revision_tags(repository, "bookworm", f"bookworm-{REV[3]}")
+    removed = revision_tags.prune(repository, "bookworm", f"bookworm-{REV[3]}")
     assert sorted(removed) == [f"bookworm-{REV[0]}", f"bookworm-{REV[1]}"]
     listing = ["docker", "image", "ls", repository, "--format", "{{.Tag}}"]
     left = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
@@ -96,7 +96,7 @@ def test_prune_spares_an_image_held_by_a_running_gate(repository: str, tmp_path:
     for index, (rev, time) in enumerate(zip(REV, TIMES, strict=True)):
         _tiny_image(tmp_path / f"b{index}", f"{repository}:bookworm-{rev}", "bookworm", time)
     with run.holding(f"{repository}:bookworm-{REV[0]}", "linux/arm64", {"org.armgate.test": "prune"}):
-        removed = build.prune_revision_tags(repository, "bookworm", f"bookworm-{REV[3]}")
+        removed = revision_tags.prune(repository, "bookworm", f"bookworm-{REV[3]}")
         listing = ["docker", "image", "ls", repository, "--format", "{{.Tag}}"]
         left = subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
     assert removed == [f"bookworm-{REV[1]}"]
@@ -121,7 +121,7 @@ def test_an_app_outside_any_repository_is_revised_by_its_files(tmp_path: Path) -
     assert build.app_revision(_app_at(source))[0] == first  # bytecode is not the app
     (source / "__main__.py").write_text("print('segment')  # edited\n")
     assert build.app_revision(_app_at(source))[0] != first
-    assert re.fullmatch(build.REVISION_TAG, first)
+    assert re.fullmatch(revision_tags.REVISION_TAG, first)
 
 
 def test_an_app_in_its_own_repository_is_revised_by_its_commit(tmp_path: Path) -> None:

@@ -229,9 +229,9 @@ def _check_in_image(image: str, series: Path, scenario: str) -> dict:
                "-v", f"{series}:/series:ro", "--entrypoint", "python3"]  # fmt: skip
     argv = engine.run_argv(name, options, image, ["-c", CHECK_SCRIPT, scenario, APP.install_dir])
     with engine.container(argv, "the decoder check container did not start") as container_id:
-        exit_code, _ = engine.wait(name, container_id, CONTAINER_TIMEOUT_S)
+        waited = engine.wait_for(name, container_id, CONTAINER_TIMEOUT_S)
         logs = engine.logs(name)
-    assert exit_code == 0, f"{scenario}: exit {exit_code}: {logs[-2000:]}"
+    assert waited.exit_code == 0, f"{scenario}: exit {waited.exit_code} {waited.error}: {logs[-2000:]}"
     line = next(line for line in logs.splitlines() if line.startswith("DECODER-CHECK "))
     return json.loads(line.removeprefix("DECODER-CHECK "))
 

@@ -17,10 +17,20 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from validation import app_lock, contract, engine, generation, host, lock, profiles, progress, sbom
+from validation import (
+    app_lock,
+    contract,
+    engine,
+    generation,
+    host,
+    lock,
+    profiles,
+    progress,
+    revision_tags,
+    sbom,
+)
 from validation.errors import GateError
 from validation.shared_files import replace_text, turn
 
@@ -154,60 +164,6 @@ def make_debootstrap_base(profile: profiles.Profile) -> str:
     base_args = ["--platform", profile.platform, "--load", "--tag", reference, str(cache)]
     _run_buildx(base_args, f"base {reference}")
     return reference
-
-
-# `<profile>-<revision>`: app_revision()'s short hash (a git commit or the app's files' hash), "unknown"
-# outside git, "-dirty" with local changes
-REVISION_TAG = r"(?:[0-9a-f]{7,40}|unknown)(?:-dirty)?"
-KEEP_REVISIONS = 2  # the current revision's tag and the previous one
-
-
-@dataclass(frozen=True)
-class RevisionTag:
-    """One `<profile>-<revision>` tag of armgate's repository and what its image's labels say."""
-
-    tag: str
-    profile: str  # org.armgate.profile
-    created: str  # org.opencontainers.image.created: the commit time (ISO 8601)
-
-
-def revision_tags_to_remove(found: list[RevisionTag], profile: str, current: str) -> list[str]:
-    """The revision tags of `profile` older than the current and the previous one (by commit time).
-
-    A tag counts only when its name is `<profile>-<revision>` and its image is labelled with that
-    profile, so another profile's tags (even one whose name starts with this one's) are never touched.
-    """
-    pattern = re.compile(rf"{re.escape(profile)}-{REVISION_TAG}")
-    mine = [t for t in found if t.tag != current and t.profile == profile and pattern.fullmatch(t.tag)]
-
-    def commit_time(entry: RevisionTag) -> datetime:
-        try:
-            return datetime.fromisoformat(entry.created)
-        except ValueError:
-            return datetime.min.replace(tzinfo=UTC)  # no readable time: oldest
-
-    mine.sort(key=commit_time, reverse=True)
-    return [t.tag for t in mine[KEEP_REVISIONS - 1 :]]
-
-
-def prune_revision_tags(repository: str, profile: str, current: str) -> list[str]:
-    """Untag `repository:<profile>-<rev>` beyond the current and previous revision; return what went.
-
-    `docker image rm` without --force: an image still used by a container, or by another tag, stays.
-    """
-    found = []
-    for tag in engine.image_tags(repository):
-        facts = engine.inspect_image(f"{repository}:{tag}")
-        labels = facts.labels if facts else {}
-        created = labels.get("org.opencontainers.image.created", "")
-        found.append(RevisionTag(tag, labels.get("org.armgate.profile", ""), created))
-    removed = []
-    for tag in revision_tags_to_remove(found, profile, current):
-        if engine.untag(f"{repository}:{tag}"):
-            removed.append(tag)
-    if removed:
-        print(f"removed older revision tags of {repository}: {', '.join(removed)}", flush=True)
-    return removed
 
 
 def pull_base(profile: profiles.Profile) -> str:
@@ -363,7 +319,7 @@ def build(
             raise GateError(
                 f"{image}: built as {platform}, expected {profile.platform}; see README troubleshooting"
             )
-        prune_revision_tags(f"armgate/{app.name}", profile.name, f"{profile.name}-{revision}")
+        revision_tags.prune(f"armgate/{app.name}", profile.name, f"{profile.name}-{revision}")
         report = report or REPORTS / "build.json"
         sbom_path = sbom.write_sbom(
             image, image_id, profile.platform, installed_lock, report.with_name("sbom.cdx.json")

@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,6 +142,30 @@ def history(image: str) -> list[str]:
     """The `CREATED BY` line of every layer of the image, untruncated."""
     listed = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image, check=True)
     return listed.stdout.splitlines()
+
+
+@contextmanager
+def derived_image(
+    base: str, platform: str, steps: str, context: Path, files: Mapping[str, bytes] | None = None
+) -> Iterator[str]:
+    """An image made from `base` by `steps` (Dockerfile lines after FROM; `files` written into the
+    build `context`, a fresh folder), offline, for `platform`; its tag, removed afterwards with the
+    temporary tag its base gets (so that buildx reads the engine's image, not a registry)."""
+    tag = f"armgate-derived/{base.rsplit('/', 1)[-1].split(':')[0]}:{uuid.uuid4().hex[:12]}"
+    context.mkdir(parents=True)
+    for name, content in (files or {}).items():
+        (context / name).write_bytes(content)
+    docker("tag", base, f"{tag}-base", check=True)
+    (context / "Dockerfile").write_text(f"FROM {tag}-base\n{steps}\n")
+    try:
+        args = ["--platform", platform, "--load", "--network", "none", "--tag", tag, str(context)]
+        code = buildx_build(args, context / "build.log")
+        if code != 0:
+            log = (context / "build.log").read_text(errors="replace")[-2000:]
+            raise GateError(f"the image derived from {base} did not build (exit {code}): {log}")
+        yield tag
+    finally:
+        docker("image", "rm", "--force", tag, f"{tag}-base")
 
 
 @contextmanager
@@ -334,15 +359,3 @@ def wait_for(
             waiter.kill()
             waiter.wait()
 
-
-def wait(
-    name: str,
-    container_id: str,
-    timeout_s: float,
-    cancel: threading.Event | None = None,
-    on_memory: Callable[[int], None] | None = None,
-) -> tuple[int | None, int | None]:
-    """(exit code, peak memory) of `wait_for`; the exit code is None on a timeout, a cancel or a failed
-    wait alike (callers that must tell them apart use wait_for)."""
-    waited = wait_for(name, container_id, timeout_s, cancel, on_memory)
-    return waited.exit_code, waited.peak_memory_bytes

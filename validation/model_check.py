@@ -24,9 +24,8 @@ from validation.bundle_model import BundleFacts
 from validation.contract import AppContract
 from validation.errors import GateError
 
-MEMORY = (
-    "2g"  # the fixture model peaks far below this; the real UNETR and a 31 M DynUNet at one 96^3 window fit
-)
+# the fixture model peaks far below this; the real UNETR and a 31 M DynUNet at one 96^3 window fit
+MEMORY = "2g"
 SETTINGS = window_probe.load_settings()
 MARKER = "ARMGATE_MODEL_CHECK "
 TORCH_MARKER = "ARMGATE_TORCH "
@@ -336,13 +335,8 @@ def _memo(image_id: str, model: Path, app: AppContract) -> Path:
     return lock.CACHE / "model-check" / f"{image_id.split(':')[-1][:24]}-{probe[:24]}.json"
 
 
-def check_and_remember(
-    image: str,
-    model: Path,
-    app: AppContract,
-    platform: str = "linux/arm64",
-    labels: dict[str, str] | None = None,
-) -> ModelCheck:
+def check_and_remember(image: str, model: Path, app: AppContract, platform: str = "linux/arm64",
+                       labels: dict[str, str] | None = None) -> ModelCheck:  # fmt: skip
     """check_model, its pass remembered for the next gate of the same image and model."""
     image_id, _ = _image_identity(image)
     check = check_model(image, model, app, platform, labels)
@@ -354,13 +348,8 @@ def check_and_remember(
 def _remember(memo: Path, check: ModelCheck) -> None:
     memo.parent.mkdir(parents=True, exist_ok=True)
     partial = memo.with_name(f"{memo.name}.{uuid.uuid4().hex[:8]}.part")  # gates may run side by side
-    remembered = {
-        "torch": check.torch,
-        "line": check.line,
-        "seconds": check.seconds,
-        "window_s": check.window_s,
-    }
-    partial.write_text(json.dumps(remembered))
+    facts = ("torch", "line", "seconds", "window_s")
+    partial.write_text(json.dumps({name: getattr(check, name) for name in facts}))
     os.replace(partial, memo)
 
 
