@@ -34,6 +34,7 @@ from validation.errors import GateError
 PERTURBATION = Path(__file__).with_name("perturbed_numerics") / "sitecustomize.py"
 LEFT_OUT = "test_full_study_mask"  # the network is untrained: its mask is held to no reference here
 CASE = "full-size"
+REPORT = profiles.ROOT / "reports" / "bench-tier.json"
 SAID = ("plan:", "cross-arch:", "  ", "armgate:")  # the gate's lines the record keeps
 
 
@@ -109,13 +110,60 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def _comparison(case: dict[str, Any]) -> str:
+    compared = case.get("compared") or []
+    if not compared:
+        return case.get("problem") or "not compared"
+    worst = max(compared, key=lambda window: window["max_abs"] / window["scale"])
+    ratio = worst["max_abs"] / worst["scale"]
+    return f"{ratio:.2g} ({worst['labels_differ']} of {worst['voxels']} labels differ)"
+
+
+HEADER = (
+    "| image side | gate wall time | crop in the image | full-study windows in the image "
+    "| largest \\|Δ logit\\| ÷ largest \\|host logit\\| | windows check | failed checks | load average |"
+)
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """The README's rows: one per gate timed, from the records `--json` kept."""
+    rows = [HEADER, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for record in records:
+        gate = record["gate"]
+        side = f"last weight × {record['perturb_scale']:g}" if record.get("perturb_scale") else "as built"
+        windows_failed = any(name.startswith("test_full_study_windows") for name in gate["failed"])
+        cells = [
+            f"{gate['wall_s'] / 60:.1f} min",
+            "",
+            "",
+            "",
+            "failed" if windows_failed else "passed",
+            ", ".join(gate["failed"]) or "none",
+            " → ".join(f"{value:g}" for value in gate["load_average"]),
+        ]
+        for name, case in gate["cases"].items():
+            crop = case.get("crop") or {}
+            size = [high - low for low, high in zip(crop.get("low", []), crop.get("high", []), strict=True)]
+            cells[1] = "×".join(map(str, size)) + " of " + "×".join(map(str, crop.get("grid_shape", [])))
+            cells[2] = f"{len(case['chosen'])} of {case['windows_total']}"
+            cells[3] = _comparison(case)
+            rows.append(f"| {side} ({name}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tier_time", description=__doc__.splitlines()[0])
     parser.add_argument("--image", required=True, help="the arm64 image to gate")
     parser.add_argument("--network", default="dynunet", help="a network of bench/networks.toml")
     parser.add_argument("--perturb", type=float, help="scale the image side's last weight by this first")
     parser.add_argument("--keep", help="work under this folder (the case and model are reused)")
-    parser.add_argument("--json", help="append the record to this JSON list file")
+    parser.add_argument("--json", default=str(REPORT), help="append the record to this JSON list file")
+    parser.add_argument("--table", help="print the README's rows from this JSON list file, and stop")
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--table" in argv:
+        print(table(json.loads(Path(argv[argv.index("--table") + 1]).read_text())))
+        return 0
     args = parser.parse_args(argv)
     try:
         record = measure(args)
@@ -125,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(record, indent=2))
     if args.json:
         path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
         kept = json.loads(path.read_text()) if path.is_file() else []
         path.write_text(json.dumps([*kept, record], indent=2) + "\n")
     return 0

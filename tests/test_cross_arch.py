@@ -21,8 +21,7 @@ APP = contract.load()
 
 # The image side's numerics changed on purpose (bench/perturbed_numerics/): every model the image's Python
 # loads has its last weight scaled by 1.01 (the host's model file is untouched). The fixture model's one
-# weight (its smoothing kernel) moves its logits by 5e-4 of their largest then; by 1.001, 5e-5, under
-# logit_rtol: not caught.
+# weight (its smoothing kernel) moves its logits by 5e-4 of their largest then, 25 × logit_rtol.
 PERTURBED, PERTURBATION = tier_time.perturbation(1.01)
 
 

@@ -237,3 +237,29 @@ def test_the_host_check_imports_without_third_party_packages() -> None:
         ["python3", "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr[-500:] or "rich or pytest was imported"
+
+
+FAILING_BUILD = """#!/bin/sh
+echo "$@" >> "{calls}"
+if [ "$1" = buildx ]; then echo "ERROR: failed to solve: COPY missing-file"; exit 1; fi
+"""
+
+
+def test_a_derived_image_that_does_not_build_is_one_line_and_its_tags_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, calls = tmp_path / "bin", tmp_path / "calls"
+    folder.mkdir()
+    (folder / "docker").write_text(FAILING_BUILD.format(calls=calls))
+    (folder / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    steps = "COPY missing-file /x"
+    derived = engine.derived_image("armgate/app:bookworm", "linux/arm64", steps, tmp_path / "ctx")
+    with pytest.raises(GateError) as raised, derived:
+        pytest.fail("a failed build yields no image")
+    assert str(raised.value).startswith("the image derived from armgate/app:bookworm did not build (exit 1)")
+    assert "COPY missing-file" in str(raised.value)
+    tagged, removed = (line.split() for line in calls.read_text().splitlines() if line.split()[0] != "buildx")
+    assert tagged[:2] == ["tag", "armgate/app:bookworm"]
+    assert removed[:3] == ["image", "rm", "--force"]
+    assert removed[3:] == [tagged[2].removesuffix("-base"), tagged[2]], "the image's tag and its base's"
