@@ -153,18 +153,18 @@ def table(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tier_time", description=__doc__.splitlines()[0])
-    parser.add_argument("--image", required=True, help="the arm64 image to gate")
+    parser.add_argument("--image", help="the arm64 image to gate")
     parser.add_argument("--network", default="dynunet", help="a network of bench/networks.toml")
     parser.add_argument("--perturb", type=float, help="scale the image side's last weight by this first")
     parser.add_argument("--keep", help="work under this folder (the case and model are reused)")
     parser.add_argument("--json", default=str(REPORT), help="append the record to this JSON list file")
     parser.add_argument("--table", help="print the README's rows from this JSON list file, and stop")
-    if argv is None:
-        argv = sys.argv[1:]
-    if "--table" in argv:
-        print(table(json.loads(Path(argv[argv.index("--table") + 1]).read_text())))
-        return 0
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
+    if not args.image:
+        parser.error("give --image (the arm64 image to gate), or --table FILE")
     try:
         record = measure(args)
     except GateError as error:

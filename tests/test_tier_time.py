@@ -4,6 +4,7 @@ tier whose windows check failed from one that passed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +63,15 @@ def test_the_perturbation_scales_the_last_weight_of_a_loaded_model_only(tmp_path
     steps, files = tier_time.perturbation(1.5)
     assert "ARMGATE_PERTURB_SCALE=1.5" in steps and "PYTHONPATH=/opt/perturb" in steps
     assert files == {"sitecustomize.py": tier_time.PERTURBATION.read_bytes()}
+
+
+def test_table_prints_the_rows_of_a_records_file_and_image_is_asked_for_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = tmp_path / "bench-tier.json"
+    records.write_text(json.dumps([record(None, [])]))
+    assert tier_time.main(["--table", str(records)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == tier_time.HEADER
+    with pytest.raises(SystemExit):
+        tier_time.main([])
+    assert "give --image" in capsys.readouterr().err
