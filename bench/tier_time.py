@@ -125,29 +125,29 @@ HEADER = (
 )
 
 
+def _row(side: str, name: str, case: dict[str, Any], gate: dict[str, Any]) -> str:
+    crop = case.get("crop") or {}
+    size = [high - low for low, high in zip(crop.get("low", []), crop.get("high", []), strict=True)]
+    windows_failed = any(check.startswith("test_full_study_windows") for check in gate["failed"])
+    cells = [
+        f"{side} ({name})",
+        f"{gate['wall_s'] / 60:.1f} min",
+        "×".join(map(str, size)) + " of " + "×".join(map(str, crop.get("grid_shape", []))),
+        f"{len(case['chosen'])} of {case['windows_total']}",
+        _comparison(case),
+        "failed" if windows_failed else "passed",
+        ", ".join(gate["failed"]) or "none",
+        " → ".join(f"{value:g}" for value in gate["load_average"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def table(records: list[dict[str, Any]]) -> str:
-    """The README's rows: one per gate timed, from the records `--json` kept."""
+    """The README's rows: one per case of each gate timed, from the records `--json` kept."""
     rows = [HEADER, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for record in records:
-        gate = record["gate"]
         side = f"last weight × {record['perturb_scale']:g}" if record.get("perturb_scale") else "as built"
-        windows_failed = any(name.startswith("test_full_study_windows") for name in gate["failed"])
-        cells = [
-            f"{gate['wall_s'] / 60:.1f} min",
-            "",
-            "",
-            "",
-            "failed" if windows_failed else "passed",
-            ", ".join(gate["failed"]) or "none",
-            " → ".join(f"{value:g}" for value in gate["load_average"]),
-        ]
-        for name, case in gate["cases"].items():
-            crop = case.get("crop") or {}
-            size = [high - low for low, high in zip(crop.get("low", []), crop.get("high", []), strict=True)]
-            cells[1] = "×".join(map(str, size)) + " of " + "×".join(map(str, crop.get("grid_shape", [])))
-            cells[2] = f"{len(case['chosen'])} of {case['windows_total']}"
-            cells[3] = _comparison(case)
-            rows.append(f"| {side} ({name}) | " + " | ".join(cells) + " |")
+        rows += [_row(side, name, case, record["gate"]) for name, case in record["gate"]["cases"].items()]
     return "\n".join(rows)
 
 
@@ -171,11 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"armgate: {error}", file=sys.stderr)
         return 2
     print(json.dumps(record, indent=2))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        kept = json.loads(path.read_text()) if path.is_file() else []
-        path.write_text(json.dumps([*kept, record], indent=2) + "\n")
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(path.read_text()) if path.is_file() else []
+    path.write_text(json.dumps([*kept, record], indent=2) + "\n")
     return 0
 
 
